@@ -1,0 +1,82 @@
+"""Per-request counters. Counts are recorded; rates are derived."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RequestStats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    steps: int = 0
+    """Target forward passes after the prefill (each yields at least one token)."""
+    num_drafts: int = 0
+    """Steps that verified at least one drafted token."""
+    drafted: int = 0
+    accepted: int = 0
+    drafted_by_position: list[int] = field(default_factory=list)
+    accepted_by_position: list[int] = field(default_factory=list)
+    queue_s: float = 0.0
+    ttft_s: float = 0.0
+    wall_s: float = 0.0
+    """From the start of the prefill to the last token."""
+
+    def record_step(self, drafted: int, accepted: int) -> None:
+        self.steps += 1
+        if not drafted:
+            return
+        self.num_drafts += 1
+        self.drafted += drafted
+        self.accepted += accepted
+        grow = drafted - len(self.drafted_by_position)
+        if grow > 0:
+            self.drafted_by_position.extend([0] * grow)
+            self.accepted_by_position.extend([0] * grow)
+        for i in range(drafted):
+            self.drafted_by_position[i] += 1
+        for i in range(accepted):
+            self.accepted_by_position[i] += 1
+
+    def merge(self, other: RequestStats) -> None:
+        """Add another turn's counters (multi-turn conversations)."""
+        for name in ("new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.prompt_tokens = max(self.prompt_tokens, other.prompt_tokens)
+        for mine, theirs in ((self.drafted_by_position, other.drafted_by_position), (self.accepted_by_position, other.accepted_by_position)):
+            mine.extend([0] * (len(theirs) - len(mine)))
+            for i, v in enumerate(theirs):
+                mine[i] += v
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def mean_accepted_per_step(self) -> float:
+        """Drafted tokens accepted per target step (0 for plain decoding)."""
+        return self.accepted / self.steps if self.steps else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.wall_s if self.wall_s else 0.0
+
+    def acceptance_by_position(self) -> list[float]:
+        return [a / d if d else 0.0 for a, d in zip(self.accepted_by_position, self.drafted_by_position)]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "steps": self.steps,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "acceptance_rate": round(self.acceptance_rate, 4),
+            "mean_accepted_per_step": round(self.mean_accepted_per_step, 4),
+            "accepted_by_position": list(self.accepted_by_position),
+            "drafted_by_position": list(self.drafted_by_position),
+            "wall_s": round(self.wall_s, 4),
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "ttft_s": round(self.ttft_s, 4),
+            "queue_s": round(self.queue_s, 4),
+        }

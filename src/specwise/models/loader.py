@@ -1,0 +1,206 @@
+"""Loads a Llama-family checkpoint (GGUF file or Hugging Face directory) to fp32.
+
+Both formats end as the same thing: a ``ModelConfig``, a state dict in Hugging
+Face names and layout, and a ``Tokenizer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from specwise.errors import SpecwiseError
+from specwise.models.config import ModelConfig
+from specwise.models.tokenizer import Tokenizer
+from specwise.paths import cache_dir
+
+SUPPORTED_ARCHITECTURES = ("llama",)
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    config: ModelConfig
+    weights: dict[str, torch.Tensor]
+    """fp32 tensors under Hugging Face Llama names (``model.layers.0.self_attn.q_proj.weight``...)."""
+    tokenizer: Tokenizer
+    source: Path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise SpecwiseError(f"model not found: {path}")
+    if path.is_dir():
+        return _load_hf_dir(path)
+    return _load_gguf(path)
+
+
+# --------------------------------------------------------------------- GGUF
+
+_GGUF_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """Undo llama.cpp's q/k row interleave so rotate-half RoPE applies (HF layout)."""
+    rows = w.shape[0]
+    return w.reshape(heads, rows // heads // 2, 2, -1).transpose(1, 2).reshape(w.shape)
+
+
+def _load_gguf(path: Path) -> Checkpoint:
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # the reader raises ValueError/struct errors/IndexError on junk
+        raise SpecwiseError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
+
+    def field(name: str, default: object = None) -> object:
+        f = reader.fields.get(name)
+        return default if f is None else f.contents()
+
+    arch = field("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise SpecwiseError(f"unsupported architecture {arch!r} in {path.name} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+    heads = int(field(f"{arch}.attention.head_count"))
+    kv_heads = int(field(f"{arch}.attention.head_count_kv", heads))
+    tensors = {t.name: t for t in reader.tensors}
+    vocab = len(field("tokenizer.ggml.tokens", [])) or int(field(f"{arch}.vocab_size"))
+    config = ModelConfig(
+        vocab_size=vocab,
+        hidden_size=int(field(f"{arch}.embedding_length")),
+        num_layers=int(field(f"{arch}.block_count")),
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        intermediate_size=int(field(f"{arch}.feed_forward_length")),
+        rope_theta=float(field(f"{arch}.rope.freq_base", 10000.0)),
+        rms_norm_eps=float(field(f"{arch}.attention.layer_norm_rms_epsilon")),
+        max_position=int(field(f"{arch}.context_length")),
+        tie_embeddings="output.weight" not in tensors,
+    )
+
+    def tensor(name: str) -> torch.Tensor:
+        t = tensors[name]
+        data = dequantize(t.data, t.tensor_type)
+        return torch.from_numpy(np.array(data, dtype=np.float32).reshape(tuple(reversed(t.shape.tolist()))))
+
+    try:
+        weights = {"model.embed_tokens.weight": tensor("token_embd.weight"), "model.norm.weight": tensor("output_norm.weight")}
+        if not config.tie_embeddings:
+            weights["lm_head.weight"] = tensor("output.weight")
+        for i in range(config.num_layers):
+            for short, long in _GGUF_NAMES.items():
+                w = tensor(f"blk.{i}.{short}.weight")
+                if short == "attn_q":
+                    w = _unpermute(w, heads)
+                elif short == "attn_k":
+                    w = _unpermute(w, kv_heads)
+                weights[f"model.layers.{i}.{long}.weight"] = w
+    except KeyError as exc:
+        raise SpecwiseError(f"{path.name} lacks tensor {exc.args[0]}: not a complete Llama checkpoint") from exc
+    except (ValueError, NotImplementedError) as exc:
+        raise SpecwiseError(f"cannot dequantize {path.name}: {exc}") from exc
+
+    tokens = field("tokenizer.ggml.tokens", [])
+    eos_ids = {int(field("tokenizer.ggml.eos_token_id", -1))}
+    eot = field("tokenizer.ggml.eot_token_id")
+    if eot is not None:
+        eos_ids.add(int(eot))
+    if "<|endoftext|>" in tokens:
+        eos_ids.add(tokens.index("<|endoftext|>"))
+    eos_ids.discard(-1)
+    bos = field("tokenizer.ggml.bos_token_id")
+    tokenizer = Tokenizer(
+        _gguf_tokenizer_file(path),
+        field("tokenizer.chat_template"),
+        tokens[int(bos)] if bos is not None else None,
+        sorted(eos_ids),
+    )
+    return Checkpoint(config, weights, tokenizer, path)
+
+
+def _gguf_tokenizer_file(path: Path) -> Path:
+    """tokenizer.json converted from the GGUF by transformers, cached (conversion takes seconds)."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir() / "tokenizers" / key / "tokenizer.json"
+    if not target.exists():
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        except Exception as exc:  # transformers raises many types for unsupported tokenizers
+            raise SpecwiseError(f"cannot build a tokenizer from {path.name}: {exc}") from exc
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tok.backend_tokenizer.save(str(tmp))
+        tmp.replace(target)
+    return target
+
+
+# ------------------------------------------------------- Hugging Face dir
+
+
+def _load_hf_dir(path: Path) -> Checkpoint:
+    from safetensors.torch import load_file
+
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise SpecwiseError(f"{path} has no config.json: not a Hugging Face model directory")
+    try:
+        cfg = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise SpecwiseError(f"{config_file} is not valid JSON: {exc}") from exc
+    if cfg.get("model_type") not in SUPPORTED_ARCHITECTURES:
+        raise SpecwiseError(f"unsupported architecture {cfg.get('model_type')!r} in {config_file}")
+    heads = cfg["num_attention_heads"]
+    config = ModelConfig(
+        vocab_size=cfg["vocab_size"],
+        hidden_size=cfg["hidden_size"],
+        num_layers=cfg["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=cfg.get("num_key_value_heads", heads),
+        intermediate_size=cfg["intermediate_size"],
+        rope_theta=float(cfg.get("rope_theta", 10000.0)),
+        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        max_position=cfg.get("max_position_embeddings", 2048),
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+    )
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise SpecwiseError(f"{path} has no *.safetensors files")
+    weights: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            weights.update({k: v.float() for k, v in load_file(str(f)).items()})
+        except Exception as exc:  # safetensors raises its own error type on a bad header
+            raise SpecwiseError(f"{f} is not a readable safetensors file: {exc}") from exc
+    tok_file = path / "tokenizer.json"
+    if not tok_file.exists():
+        raise SpecwiseError(f"{path} has no tokenizer.json")
+    tok_cfg_file = path / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_file.read_text()) if tok_cfg_file.exists() else {}
+    vocab = json.loads(tok_file.read_text()).get("added_tokens", [])
+    by_text = {t["content"]: t["id"] for t in vocab}
+    eos = cfg.get("eos_token_id")
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if isinstance(tok_cfg.get("eos_token"), str) and tok_cfg["eos_token"] in by_text:
+        eos_ids.add(by_text[tok_cfg["eos_token"]])
+    bos = tok_cfg.get("bos_token")
+    tokenizer = Tokenizer(tok_file, tok_cfg.get("chat_template"), bos if isinstance(bos, str) else None, sorted(eos_ids))
+    return Checkpoint(config, weights, tokenizer, path)
