@@ -105,13 +105,11 @@ def test_output_in_missing_directory(tmp_path):
 # Known loader gaps: incomplete checkpoints whose metadata lacks required keys.
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: loader.py _load_hf_dir indexes config.json keys directly (KeyError traceback)")
 def test_hf_config_missing_keys(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     assert_one_line_error(run_cli("generate", "hi", "--model", str(tmp_path)))
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: loader.py _load_gguf calls int(None) on missing llama.* metadata (TypeError traceback)")
 def test_gguf_missing_metadata(tmp_path):
     gguf = pytest.importorskip("gguf")
     import numpy as np

@@ -115,7 +115,6 @@ def test_bad_turns_or_messages_error(tmp_path, line):
         load_prompts(_write(tmp_path, [line]))
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: prompts.py accepts a string as turns (iterates its characters)")
 def test_turns_given_as_a_string_errors(tmp_path):
     with pytest.raises(SpecwiseError):
         load_prompts(_write(tmp_path, [{"turns": "hello"}]))

@@ -29,7 +29,7 @@ class Request:
             raise SpecwiseError(f"request {self.id!r}: give exactly one of prompt, messages, turns")
         if self.prompt is not None and not (isinstance(self.prompt, str) and self.prompt.strip()):
             raise SpecwiseError(f"request {self.id!r}: prompt must be a non-empty string")
-        if self.turns is not None and (not self.turns or not all(isinstance(t, str) and t.strip() for t in self.turns)):
+        if self.turns is not None and (not isinstance(self.turns, list) or not self.turns or not all(isinstance(t, str) and t.strip() for t in self.turns)):
             raise SpecwiseError(f"request {self.id!r}: turns must be non-empty strings")
         if self.messages is not None and not (
             self.messages and all(isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in self.messages)

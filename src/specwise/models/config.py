@@ -28,12 +28,12 @@ class ModelConfig:
     """The LM head reuses the embedding table."""
 
     def __post_init__(self) -> None:
+        if min(self.vocab_size, self.hidden_size, self.num_layers, self.num_heads, self.num_kv_heads, self.intermediate_size, self.max_position) <= 0:
+            raise SpecwiseError("model config has a non-positive size")
         if self.hidden_size % self.num_heads:
             raise SpecwiseError(f"hidden size {self.hidden_size} is not a multiple of {self.num_heads} heads")
         if self.num_heads % self.num_kv_heads:
             raise SpecwiseError(f"{self.num_heads} query heads do not divide into {self.num_kv_heads} KV heads")
-        if min(self.vocab_size, self.num_layers, self.intermediate_size, self.max_position) <= 0:
-            raise SpecwiseError("model config has a non-positive size")
 
     @property
     def head_dim(self) -> int:

@@ -74,23 +74,29 @@ def _load_gguf(path: Path) -> Checkpoint:
         f = reader.fields.get(name)
         return default if f is None else f.contents()
 
+    def required(name: str) -> object:
+        value = field(name)
+        if value is None:
+            raise SpecwiseError(f"{path.name} lacks the metadata key {name!r}")
+        return value
+
     arch = field("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise SpecwiseError(f"unsupported architecture {arch!r} in {path.name} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
-    heads = int(field(f"{arch}.attention.head_count"))
+    heads = int(required(f"{arch}.attention.head_count"))
     kv_heads = int(field(f"{arch}.attention.head_count_kv", heads))
     tensors = {t.name: t for t in reader.tensors}
-    vocab = len(field("tokenizer.ggml.tokens", [])) or int(field(f"{arch}.vocab_size"))
+    vocab = len(field("tokenizer.ggml.tokens", [])) or int(required(f"{arch}.vocab_size"))
     config = ModelConfig(
         vocab_size=vocab,
-        hidden_size=int(field(f"{arch}.embedding_length")),
-        num_layers=int(field(f"{arch}.block_count")),
+        hidden_size=int(required(f"{arch}.embedding_length")),
+        num_layers=int(required(f"{arch}.block_count")),
         num_heads=heads,
         num_kv_heads=kv_heads,
-        intermediate_size=int(field(f"{arch}.feed_forward_length")),
+        intermediate_size=int(required(f"{arch}.feed_forward_length")),
         rope_theta=float(field(f"{arch}.rope.freq_base", 10000.0)),
-        rms_norm_eps=float(field(f"{arch}.attention.layer_norm_rms_epsilon")),
-        max_position=int(field(f"{arch}.context_length")),
+        rms_norm_eps=float(required(f"{arch}.attention.layer_norm_rms_epsilon")),
+        max_position=int(required(f"{arch}.context_length")),
         tie_embeddings="output.weight" not in tensors,
     )
 
@@ -168,19 +174,10 @@ def _load_hf_dir(path: Path) -> Checkpoint:
         raise SpecwiseError(f"{config_file} is not valid JSON: {exc}") from exc
     if cfg.get("model_type") not in SUPPORTED_ARCHITECTURES:
         raise SpecwiseError(f"unsupported architecture {cfg.get('model_type')!r} in {config_file}")
-    heads = cfg["num_attention_heads"]
-    config = ModelConfig(
-        vocab_size=cfg["vocab_size"],
-        hidden_size=cfg["hidden_size"],
-        num_layers=cfg["num_hidden_layers"],
-        num_heads=heads,
-        num_kv_heads=cfg.get("num_key_value_heads", heads),
-        intermediate_size=cfg["intermediate_size"],
-        rope_theta=float(cfg.get("rope_theta", 10000.0)),
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-        max_position=cfg.get("max_position_embeddings", 2048),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-    )
+    try:
+        config = _hf_config(cfg)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpecwiseError(f"{config_file} lacks or mangles {exc}: not a Llama config") from exc
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise SpecwiseError(f"{path} has no *.safetensors files")
@@ -194,7 +191,10 @@ def _load_hf_dir(path: Path) -> Checkpoint:
     if not tok_file.exists():
         raise SpecwiseError(f"{path} has no tokenizer.json")
     tok_cfg_file = path / "tokenizer_config.json"
-    tok_cfg = json.loads(tok_cfg_file.read_text()) if tok_cfg_file.exists() else {}
+    try:
+        tok_cfg = json.loads(tok_cfg_file.read_text()) if tok_cfg_file.exists() else {}
+    except json.JSONDecodeError as exc:
+        raise SpecwiseError(f"{tok_cfg_file} is not valid JSON: {exc}") from exc
     vocab = json.loads(tok_file.read_text()).get("added_tokens", [])
     by_text = {t["content"]: t["id"] for t in vocab}
     eos = cfg.get("eos_token_id")
@@ -204,3 +204,19 @@ def _load_hf_dir(path: Path) -> Checkpoint:
     bos = tok_cfg.get("bos_token")
     tokenizer = Tokenizer(tok_file, tok_cfg.get("chat_template"), bos if isinstance(bos, str) else None, sorted(eos_ids))
     return Checkpoint(config, weights, tokenizer, path)
+
+
+def _hf_config(cfg: dict) -> ModelConfig:
+    heads = int(cfg["num_attention_heads"])
+    return ModelConfig(
+        vocab_size=cfg["vocab_size"],
+        hidden_size=cfg["hidden_size"],
+        num_layers=cfg["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=cfg.get("num_key_value_heads", heads),
+        intermediate_size=cfg["intermediate_size"],
+        rope_theta=float(cfg.get("rope_theta", 10000.0)),
+        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        max_position=cfg.get("max_position_embeddings", 2048),
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+    )
