@@ -21,6 +21,7 @@ from specwise.metrics import RequestStats
 from specwise.models.default import default_model_path
 from specwise.models.llama import LlamaModel
 from specwise.models.loader import load_checkpoint
+from specwise.models.tokenizer import Tokenizer
 from specwise.prompts import Request
 from specwise.sampling import SamplingParams
 from specwise.sequence import Sequence
@@ -146,8 +147,8 @@ class LLM:
         seq = Sequence(rid, list(prompt_ids), len(prompt_ids), params, generator=generator)
         stream = _Streamer(self.tokenizer, rid, on_text) if on_text else None
         start = time.perf_counter()
-        engine.prefill([seq])
         try:
+            engine.prefill([seq])
             while not seq.finished:
                 if stream:
                     stream.update(seq)
@@ -163,7 +164,7 @@ class LLM:
 class _Streamer:
     """Emits newly decoded text, holding back an incomplete UTF-8 character."""
 
-    def __init__(self, tokenizer, rid: str, callback: TextCallback) -> None:
+    def __init__(self, tokenizer: Tokenizer, rid: str, callback: TextCallback) -> None:
         self.tokenizer, self.rid, self.callback, self.sent = tokenizer, rid, callback, 0
 
     def update(self, seq: Sequence) -> None:

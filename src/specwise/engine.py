@@ -81,8 +81,10 @@ class Engine:
             self.drafter.on_verified(seqs)
 
     def finish(self, seq: Sequence) -> None:
-        """Free the sequence's cache slot and drafter state."""
-        self.cache.release(seq.slot)
+        """Free the sequence's cache slot and drafter state (safe if prefill never ran)."""
+        if seq.slot >= 0:
+            self.cache.release(seq.slot)
+            seq.slot = -1
         if self.drafter is not None:
             self.drafter.release(seq)
 

@@ -34,11 +34,13 @@ class LlamaModel:
     """Inference-only decoder over the native kernels; weights are fp32, packed once."""
 
     def __init__(self, config: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
+        """Consumes ``weights``: each tensor leaves the dict as it is packed, so the
+        unpacked and packed copies never coexist (peak memory stays near one copy)."""
         self.config = config
         c = config
 
         def w(name: str) -> torch.Tensor:
-            return weights[name].float().contiguous()
+            return weights.pop(name).float().contiguous()
 
         self.layers = []
         for i in range(c.num_layers):
@@ -57,7 +59,8 @@ class LlamaModel:
             )
         self.norm = w("model.norm.weight")
         embed = w("model.embed_tokens.weight")
-        self.lm_head = native.pack_weight(embed if c.tie_embeddings else w("lm_head.weight"))
+        head = embed if c.tie_embeddings else w("lm_head.weight")
+        self.lm_head = native.pack_weight(head)
         # A tied table is read back out of the packed head instead of kept twice.
         self._embed = None if c.tie_embeddings else embed
         inv_freq = 1.0 / (c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.int64).float() / c.head_dim))
