@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--per-category", type=int, default=10, help="records per non-MT-bench group (all 40 MT-bench records always)")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("-k", type=int, default=4)
+    ap.add_argument("--ngram-min", type=int, default=1)
+    ap.add_argument("--ngram-max", type=int, default=3)
     ap.add_argument("--output", type=Path)
     args = ap.parse_args()
 
@@ -87,7 +89,7 @@ def main() -> None:
     print("step cost (ms) by rows:", {m: round(v, 1) for m, v in costs.items()})
 
     params = SamplingParams(max_tokens=args.max_tokens)
-    spec = SpeculativeConfig("ngram", args.k)
+    spec = SpeculativeConfig("ngram", args.k, args.ngram_min, args.ngram_max)
     per_group: dict[str, list[RequestStats]] = defaultdict(lambda: [RequestStats(), RequestStats()])
     mismatches = 0
     for req in spec_bench(args.per_category):
@@ -100,7 +102,7 @@ def main() -> None:
 
     rows = []
     all_plain, all_spec = RequestStats(), RequestStats()
-    print(f"\n{'group':<16}{'plain tok/s':>12}{'ngram tok/s':>12}{'speedup':>9}{'accept':>8}{'acc/step':>9}  by position")
+    print(f"\n{'group':<16}{'plain tok/s':>12}{'ngram tok/s':>12}{'speedup':>9}{'decode x':>9}{'accept':>8}{'acc/step':>9}  by position")
     for group, (p, s) in per_group.items():
         all_plain.merge(p)
         all_spec.merge(s)
@@ -108,6 +110,7 @@ def main() -> None:
     for group, p, s in [*rows, ("all", all_plain, all_spec)]:
         pos = " ".join(f"{a:.2f}" for a in s.acceptance_by_position())
         print(f"{group:<16}{p.tokens_per_s:>12.1f}{s.tokens_per_s:>12.1f}{s.tokens_per_s / p.tokens_per_s:>8.2f}x"
+              f"{s.decode_tokens_per_s / p.decode_tokens_per_s:>8.2f}x"
               f"{s.acceptance_rate:>8.2f}{s.mean_accepted_per_step:>9.2f}  {pos}")  # fmt: skip
     print(f"greedy outputs differing between plain and ngram: {mismatches}")
     print(f"peak RSS (specwise only, before loading transformers): {rss_mb:.0f} MB")
@@ -128,6 +131,9 @@ def main() -> None:
                 "plain_tok_s": round(p.tokens_per_s, 2),
                 "ngram_tok_s": round(s.tokens_per_s, 2),
                 "speedup": round(s.tokens_per_s / p.tokens_per_s, 3),
+                "plain_decode_tok_s": round(p.decode_tokens_per_s, 2),
+                "ngram_decode_tok_s": round(s.decode_tokens_per_s, 2),
+                "decode_speedup": round(s.decode_tokens_per_s / p.decode_tokens_per_s, 3),
                 "acceptance_rate": round(s.acceptance_rate, 3),
                 "mean_accepted_per_step": round(s.mean_accepted_per_step, 3),
                 "acceptance_by_position": [round(a, 3) for a in s.acceptance_by_position()],

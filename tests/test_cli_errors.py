@@ -20,13 +20,15 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """Non-zero exit, stderr a single `specwise: error:` line holding every fragment; returns it."""
+    """Non-zero exit, one `specwise: error:` line holding every fragment as the last line of
+    stderr (progress notes such as a first-run model fetch may precede it); returns it."""
     assert proc.returncode != 0, f"exit 0; stdout={proc.stdout!r}"
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    line = lines[0]
-    assert line.startswith("specwise: error:"), line
+    errors = [ln for ln in lines if ln.startswith("specwise: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
+    assert all(ln.startswith("specwise:") for ln in lines), proc.stderr
+    line = errors[0]
     for fragment in fragments:
         assert fragment in line, line
     return line

@@ -63,3 +63,15 @@ def test_seeded_sampling_is_reproducible(llm):
     assert llm.generate([req], params, spec)[0].token_ids == first
     other = SamplingParams(temperature=0.8, top_p=0.95, top_k=50, max_tokens=32, seed=99)
     assert llm.generate([req], other, spec)[0].token_ids != first
+
+
+@pytest.mark.parametrize("k", [3, 8])
+def test_greedy_speculative_equals_plain_on_builtin_prompts(llm, k):
+    """Runs even where ../shared/data is absent."""
+    from specwise.demo_prompts import DEMO_PROMPTS
+
+    params = SamplingParams(max_tokens=NEW_TOKENS, ignore_eos=True)
+    plain = llm.generate(DEMO_PROMPTS, params, None)
+    spec = llm.generate(DEMO_PROMPTS, params, SpeculativeConfig("ngram", k))
+    assert [r.token_ids for r in spec] == [r.token_ids for r in plain]
+    assert sum(r.stats.accepted for r in spec) > 0

@@ -47,7 +47,8 @@ class Engine:
             self.cache.truncate(seq.slot, len(seq.token_ids))
             _, first = self._verify(seq, logits[i : i + 1], Draft([]))
             self._append(seq, [first])
-            seq.stats.ttft_s = time.perf_counter() - now
+            seq.stats.ttft_s = seq.stats.prefill_s = time.perf_counter() - now
+            seq.stats.prefills = 1
 
     def max_draft(self, seq: Sequence) -> int:
         """Drafts beyond the token budget or the context are wasted work."""

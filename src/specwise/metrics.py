@@ -19,6 +19,10 @@ class RequestStats:
     accepted_by_position: list[int] = field(default_factory=list)
     queue_s: float = 0.0
     ttft_s: float = 0.0
+    prefills: int = 0
+    """Prefill passes (one per turn); each yields one token."""
+    prefill_s: float = 0.0
+    """Time spent in prefills (all turns), so decode speed can be told apart."""
     wall_s: float = 0.0
     """From the start of the prefill to the last token."""
 
@@ -40,7 +44,7 @@ class RequestStats:
 
     def merge(self, other: RequestStats) -> None:
         """Add another turn's counters (multi-turn conversations)."""
-        for name in ("new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s"):
+        for name in ("new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s", "prefills", "prefill_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.prompt_tokens = max(self.prompt_tokens, other.prompt_tokens)
         for mine, theirs in ((self.drafted_by_position, other.drafted_by_position), (self.accepted_by_position, other.accepted_by_position)):
@@ -61,6 +65,12 @@ class RequestStats:
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.wall_s if self.wall_s else 0.0
 
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens not made by a prefill, over the time outside prefills."""
+        decode_s = self.wall_s - self.prefill_s
+        return (self.new_tokens - self.prefills) / decode_s if decode_s > 0 else 0.0
+
     def acceptance_by_position(self) -> list[float]:
         return [a / d if d else 0.0 for a, d in zip(self.accepted_by_position, self.drafted_by_position)]
 
@@ -77,6 +87,7 @@ class RequestStats:
             "drafted_by_position": list(self.drafted_by_position),
             "wall_s": round(self.wall_s, 4),
             "tokens_per_s": round(self.tokens_per_s, 2),
+            "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),
             "ttft_s": round(self.ttft_s, 4),
             "queue_s": round(self.queue_s, 4),
         }
