@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from specwise.errors import SpecwiseError
 from specwise.kv_cache import KVCache
 from specwise.models import native
 from specwise.models.config import ModelConfig
@@ -38,6 +39,8 @@ class LlamaModel:
         unpacked and packed copies never coexist (peak memory stays near one copy)."""
         self.config = config
         c = config
+        if c.head_dim % 8:
+            raise SpecwiseError(f"head dimension {c.head_dim} is not a multiple of 8, which the CPU kernels need")
 
         def w(name: str) -> torch.Tensor:
             return weights.pop(name).float().contiguous()
