@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--per-category", type=int, default=10, help="records per non-MT-bench group (all 40 MT-bench records always)")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("-k", type=int, default=4)
-    ap.add_argument("--ngram-min", type=int, default=1)
+    ap.add_argument("--ngram-min", type=int, default=2)
     ap.add_argument("--ngram-max", type=int, default=3)
     ap.add_argument("--output", type=Path)
     args = ap.parse_args()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 
 from specwise.drafters.base import Drafter
 from specwise.drafters.ngram import NgramDrafter
+from specwise.costs import step_cost_model
 from specwise.engine import Engine
 from specwise.errors import SpecwiseError
 from specwise.kv_cache import KVCache
@@ -22,11 +24,14 @@ from specwise.models.default import default_model_path
 from specwise.models.llama import LlamaModel
 from specwise.models.loader import load_checkpoint
 from specwise.models.tokenizer import Tokenizer
+from specwise.policy import AdaptivePolicy, FixedPolicy, Policy
 from specwise.prompts import Request
 from specwise.sampling import SamplingParams
+from specwise.scheduler import Scheduler, SchedulerConfig
 from specwise.sequence import Sequence
 
 DRAFTERS = ("none", "ngram")
+POLICIES = ("fixed", "adaptive")
 
 
 @dataclass(slots=True, frozen=True)
@@ -35,10 +40,15 @@ class SpeculativeConfig:
     """"none" for plain decoding, or "ngram" (prompt lookup)."""
     num_speculative_tokens: int = 4
     """K: tokens drafted per step."""
-    ngram_min: int = 1
+    ngram_min: int = 2
     ngram_max: int = 3
+    policy: str = "fixed"
+    """"fixed" drafts K every step; "adaptive" picks K per sequence and step (0..K)
+    from measured acceptance and step cost."""
 
     def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise SpecwiseError(f"unknown policy {self.policy!r} (choose from {', '.join(POLICIES)})")
         if self.drafter not in DRAFTERS:
             raise SpecwiseError(f"unknown drafter {self.drafter!r} (choose from {', '.join(DRAFTERS)})")
         if self.num_speculative_tokens < 0:
@@ -83,6 +93,7 @@ class LLM:
 
     def __init__(self, model: str | Path | None = None, *, max_model_len: int = 2048) -> None:
         ckpt = load_checkpoint(model if model is not None else default_model_path())
+        self.source = ckpt.source
         self.config = ckpt.config
         self.tokenizer = ckpt.tokenizer
         self.model = LlamaModel.from_checkpoint(ckpt)
@@ -95,70 +106,130 @@ class LLM:
         text = self.tokenizer.apply_chat_template(messages) if chat else "\n".join(m["content"] for m in messages)
         return self.tokenizer.encode(text)
 
+    def make_policy(self, spec: SpeculativeConfig, max_num_seqs: int) -> Policy:
+        if spec.policy == "fixed" or spec.make_drafter() is None:
+            return FixedPolicy(spec.num_speculative_tokens if spec.make_drafter() else 0)
+        max_rows = max_num_seqs * (spec.num_speculative_tokens + 1)
+        costs = step_cost_model(self.model, f"{self.source}:{self.max_model_len}", max_rows)
+        return AdaptivePolicy(costs, max_k=spec.num_speculative_tokens)
+
     def generate(
         self,
         requests: Iterable[Request | str],
-        params: SamplingParams | None = None,
+        params: SamplingParams | Seq[SamplingParams] | None = None,
         spec: SpeculativeConfig | None = None,
         *,
         chat: bool = True,
+        concurrency: int = 1,
+        arrivals: Seq[float] | None = None,
+        policy: Policy | None = None,
         on_text: TextCallback | None = None,
     ) -> list[Result]:
-        """Complete each request in turn (batch 1); ``spec=None`` decodes plainly."""
-        params = params or SamplingParams()
+        """Complete every request, ``concurrency`` at a time (continuous batching).
+
+        ``spec=None`` decodes plainly. ``arrivals`` (seconds from the start, one per
+        request) holds a request back until its time, to replay traffic. Results come
+        back in request order. ``params`` is one for all requests or one per request.
+        """
         spec = spec or SpeculativeConfig(drafter="none")
-        engine = Engine(self.model, self.tokenizer, self.cache, spec.make_drafter())
         reqs = [Request(id=str(i), prompt=r) if isinstance(r, str) else r for i, r in enumerate(requests)]
-        return [self._complete(engine, r, params, spec.num_speculative_tokens, chat, on_text) for r in reqs]
-
-    def _complete(
-        self, engine: Engine, req: Request, params: SamplingParams, k: int, chat: bool, on_text: TextCallback | None
-    ) -> Result:
-        if req.turns is not None:
-            conversation = [[{"role": "user", "content": t}] for t in req.turns]
-        elif req.messages is not None:
-            conversation = [req.messages]
-        else:
-            conversation = [[{"role": "user", "content": req.prompt or ""}]]
-        history: list[dict[str, str]] = []
-        stats = RequestStats()
-        token_ids: list[int] = []
-        texts: list[str] = []
-        finish = "stop"
-        for i, turn in enumerate(conversation):
-            history += turn
-            seed = None if params.seed is None else params.seed + i
-            seq = self._run(engine, req.id, self.encode_messages(history, chat), params, k, seed, on_text)
-            if i == 0:
-                stats.ttft_s = seq.stats.ttft_s
-            stats.merge(seq.stats)
-            token_ids += seq.output_ids
-            texts.append(seq.text)
-            finish = seq.finish_reason or "stop"
-            history.append({"role": "assistant", "content": seq.text})
-        return Result(req.id, texts[-1], token_ids, finish, stats, req.segment, texts)
-
-    def _run(
-        self, engine: Engine, rid: str, prompt_ids: list[int], params: SamplingParams, k: int, seed: int | None, on_text: TextCallback | None
-    ) -> Sequence:
-        if len(prompt_ids) >= self.max_model_len:
-            raise SpecwiseError(f"request {rid!r}: prompt of {len(prompt_ids)} tokens does not fit the context of {self.max_model_len}")
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        seq = Sequence(rid, list(prompt_ids), len(prompt_ids), params, generator=generator)
-        stream = _Streamer(self.tokenizer, rid, on_text) if on_text else None
+        per_request = [params or SamplingParams()] * len(reqs) if not isinstance(params, Seq) else list(params)
+        if len(per_request) != len(reqs):
+            raise SpecwiseError(f"{len(per_request)} sampling parameter sets for {len(reqs)} requests")
+        if arrivals is not None and len(arrivals) != len(reqs):
+            raise SpecwiseError(f"{len(arrivals)} arrival times for {len(reqs)} requests")
+        if concurrency < 1:
+            raise SpecwiseError(f"concurrency must be >= 1, got {concurrency}")
+        convs = [_Conversation(self, r, p, chat) for r, p in zip(reqs, per_request)]
+        for conv in convs:
+            conv.check_first_turn()
+        if self.cache.num_slots < concurrency:
+            self.cache = KVCache(self.config, num_slots=concurrency, max_len=self.max_model_len)
+        engine = Engine(self.model, self.tokenizer, self.cache, spec.make_drafter())
+        sched = Scheduler(engine, policy or self.make_policy(spec, concurrency), SchedulerConfig(max_num_seqs=concurrency))
+        order = sorted(range(len(convs)), key=lambda i: arrivals[i] if arrivals else 0.0)
+        owner: dict[int, _Conversation] = {}
+        streams = {id(c): _Streamer(self.tokenizer, c.request.id, on_text) for c in convs} if on_text else {}
         start = time.perf_counter()
         try:
-            engine.prefill([seq])
-            while not seq.finished:
-                if stream:
-                    stream.update(seq)
-                engine.step([seq], [k])
+            while order or sched.has_work():
+                now = time.perf_counter() - start
+                while order and (arrivals is None or arrivals[order[0]] <= now):
+                    conv = convs[order.pop(0)]
+                    seq = conv.next_turn()
+                    owner[id(seq)] = conv
+                    sched.submit(seq)
+                if not sched.has_work():
+                    time.sleep(max(0.0, arrivals[order[0]] - now) if arrivals else 0.0)
+                    continue
+                for seq in sched.step():
+                    conv = owner.pop(id(seq))
+                    if streams:
+                        streams[id(conv)].update(seq)
+                    if conv.finish_turn(seq):
+                        nxt = conv.next_turn()
+                        owner[id(nxt)] = conv
+                        sched.submit(nxt)
+                for seq in sched.running:
+                    if streams:
+                        streams[id(owner[id(seq)])].update(seq)
         finally:
-            engine.finish(seq)
-        seq.stats.wall_s = time.perf_counter() - start
-        if stream:
-            stream.update(seq)
-        return seq
+            for seq in sched.running:
+                engine.finish(seq)
+        return [c.result() for c in convs]
+
+
+class _Conversation:
+    """One request's turns: each answered in order, the answer joining the history."""
+
+    def __init__(self, llm: LLM, request: Request, params: SamplingParams, chat: bool) -> None:
+        self.llm, self.request, self.params, self.chat = llm, request, params, chat
+        if request.turns is not None:
+            self.turns = [[{"role": "user", "content": t}] for t in request.turns]
+        elif request.messages is not None:
+            self.turns = [request.messages]
+        else:
+            self.turns = [[{"role": "user", "content": request.prompt or ""}]]
+        self.history: list[dict[str, str]] = []
+        self.stats = RequestStats()
+        self.token_ids: list[int] = []
+        self.texts: list[str] = []
+        self.finish_reason = "stop"
+
+    def _prompt(self, turn: int) -> list[int]:
+        ids = self.llm.encode_messages([*self.history, *self.turns[turn]], self.chat)
+        if len(ids) >= self.llm.max_model_len:
+            raise SpecwiseError(
+                f"request {self.request.id!r}: prompt of {len(ids)} tokens does not fit the context of {self.llm.max_model_len}"
+            )
+        return ids
+
+    def check_first_turn(self) -> None:
+        """Fail before any work starts, not halfway through a batch."""
+        self._prompt(0)
+
+    def next_turn(self) -> Sequence:
+        turn = len(self.texts)
+        ids = self._prompt(turn)
+        self.history += self.turns[turn]
+        seed = None if self.params.seed is None else self.params.seed + turn
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        return Sequence(self.request.id, ids, len(ids), self.params, segment=self.request.segment, generator=generator)
+
+    def finish_turn(self, seq: Sequence) -> bool:
+        """Record a finished turn; True if another turn follows."""
+        if not self.texts:
+            self.stats.ttft_s = seq.stats.ttft_s
+            self.stats.queue_s = seq.stats.queue_s
+        self.stats.merge(seq.stats)
+        self.token_ids += seq.output_ids
+        self.texts.append(seq.text)
+        self.finish_reason = seq.finish_reason or "stop"
+        self.history.append({"role": "assistant", "content": seq.text})
+        return len(self.texts) < len(self.turns)
+
+    def result(self) -> Result:
+        return Result(self.request.id, self.texts[-1] if self.texts else "", self.token_ids, self.finish_reason, self.stats, self.request.segment, self.texts)
 
 
 class _Streamer:

@@ -17,28 +17,52 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options shared by every subcommand that decodes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--prompts", type=Path, help="JSONL file: id and one of prompt, messages, turns a line; optional segment")
+    common.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
+    common.add_argument("--drafter", default="ngram", help="none | ngram (default: ngram)")
+    common.add_argument("--num-speculative-tokens", "-k", type=int, default=4, help="K, most tokens drafted per step (default 4)")
+    common.add_argument("--ngram-min", type=int, default=2, help="shortest suffix n-gram to match (default 2)")
+    common.add_argument("--ngram-max", type=int, default=3, help="longest suffix n-gram to match (default 3)")
+    common.add_argument("--max-tokens", type=_positive_int, default=128)
+    common.add_argument("--temperature", type=float, default=0.0)
+    common.add_argument("--top-p", type=float, default=1.0)
+    common.add_argument("--top-k", type=int, default=0)
+    common.add_argument("--seed", type=int, default=None)
+    common.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    common.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-tokens")
+    common.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="apply the model's chat template (default on)")
+    common.add_argument("--max-model-len", type=_positive_int, default=2048, help="context length to allocate per sequence (default 2048)")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specwise", description="Speculative decoding that takes the free tokens and avoids the traps.")
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="generate text; with no prompt, compare plain and speculative decoding on built-in prompts")
+    common = _common()
+    gen = sub.add_parser("generate", parents=[common], help="generate text; with no prompt, compare plain and speculative decoding on built-in prompts")
     gen.add_argument("prompt", nargs="?", help="a prompt (omit for the built-in comparison)")
-    gen.add_argument("--prompts", type=Path, help="JSONL file: id and one of prompt, messages, turns a line")
-    gen.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
-    gen.add_argument("--drafter", default="ngram", help="none | ngram (default: ngram)")
-    gen.add_argument("--num-speculative-tokens", "-k", type=int, default=4, help="K, tokens drafted per step (default 4)")
-    gen.add_argument("--ngram-min", type=int, default=1)
-    gen.add_argument("--ngram-max", type=int, default=3)
+    gen.add_argument("--policy", default="fixed", help="fixed (K every step) | adaptive (0..K per sequence and step); default fixed")
+    gen.add_argument("--concurrency", type=_positive_int, default=1, help="requests decoded together (default 1)")
     gen.add_argument("--compare", action="store_true", help="also decode plainly and print both side by side")
-    gen.add_argument("--max-tokens", type=_positive_int, default=128)
-    gen.add_argument("--temperature", type=float, default=0.0)
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=0)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    gen.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-tokens")
-    gen.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="apply the model's chat template (default on)")
-    gen.add_argument("--max-model-len", type=_positive_int, default=2048, help="context length to allocate (default 2048)")
     gen.add_argument("--output", type=Path, help="write one JSON result a line")
+    bench = sub.add_parser("bench", parents=[common], help="sweep concurrency levels and policies over a prompt set")
+    bench.add_argument("--concurrency", type=_int_list, default=[1, 2, 4, 8, 16, 32], help="comma-separated levels (default 1,2,4,8,16,32)")
+    bench.add_argument("--policies", default="plain,fixed,adaptive", help="comma-separated: plain, fixed, adaptive")
+    bench.add_argument("--limit", type=_positive_int, help="use only the first N prompts")
+    bench.add_argument("--output", type=Path, required=True, help="R.json; a PNG plot is written beside it")
     return parser
 
 
@@ -47,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "bench":
+            return _bench(args)
     except SpecwiseError as exc:
         print(f"specwise: error: {exc}", file=sys.stderr)
         return 2
@@ -56,18 +82,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _generate(args: argparse.Namespace) -> int:
-    from specwise.api import LLM, SpeculativeConfig
-    from specwise.demo_prompts import DEMO_PROMPTS
-    from specwise.prompts import Request, load_prompts
-    from specwise.report import print_comparison, print_results
+def _decoding(args: argparse.Namespace):
+    from specwise.api import SpeculativeConfig
     from specwise.sampling import SamplingParams
 
     params = SamplingParams(
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_tokens=args.max_tokens,
         stop=tuple(args.stop), seed=args.seed, ignore_eos=args.ignore_eos,
     )  # fmt: skip
-    spec = SpeculativeConfig(args.drafter, args.num_speculative_tokens, args.ngram_min, args.ngram_max)
+    policy = getattr(args, "policy", "fixed")
+    return params, SpeculativeConfig(args.drafter, args.num_speculative_tokens, args.ngram_min, args.ngram_max, policy)
+
+
+def _check_output(path: Path | None) -> None:
+    if path is not None and not path.parent.exists():
+        raise SpecwiseError(f"output directory {path.parent} does not exist")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from specwise.api import LLM
+    from specwise.demo_prompts import DEMO_PROMPTS
+    from specwise.prompts import Request, load_prompts
+    from specwise.report import print_comparison, print_results
+
+    params, spec = _decoding(args)
     if args.prompt is not None and args.prompts is not None:
         raise SpecwiseError("give a prompt or --prompts, not both")
     if args.prompt is not None:
@@ -76,17 +114,16 @@ def _generate(args: argparse.Namespace) -> int:
         requests = load_prompts(args.prompts)
     else:
         requests, args.compare = DEMO_PROMPTS, True
-    if args.output is not None and args.output.parent and not args.output.parent.exists():
-        raise SpecwiseError(f"output directory {args.output.parent} does not exist")
+    _check_output(args.output)
 
     llm = LLM(args.model, max_model_len=args.max_model_len)
     stream = len(requests) == 1 and not args.compare
     on_text = (lambda _rid, text: print(text, end="", flush=True)) if stream else None
-    results = llm.generate(requests, params, spec, chat=args.chat, on_text=on_text)
+    results = llm.generate(requests, params, spec, chat=args.chat, concurrency=args.concurrency, on_text=on_text)
     if stream:
         print()
     if args.compare:
-        plain = llm.generate(requests, params, None, chat=args.chat)
+        plain = llm.generate(requests, params, None, chat=args.chat, concurrency=args.concurrency)
         print_comparison(plain, results, spec)
     else:
         print_results(results, spec)
@@ -94,6 +131,39 @@ def _generate(args: argparse.Namespace) -> int:
         with open(args.output, "w", encoding="utf-8") as f:
             for result in results:
                 f.write(json.dumps(result.to_dict()) + "\n")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from specwise.api import LLM
+    from specwise.prompts import load_prompts
+    from specwise.report import print_sweep
+    from specwise.workload.plot import plot_sweep
+    from specwise.workload.sweep import spec_for, sweep
+
+    params, spec = _decoding(args)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    for p in policies:
+        spec_for(p, spec)
+    if args.prompts is None:
+        raise SpecwiseError("bench needs --prompts FILE.jsonl")
+    _check_output(args.output)
+    requests = load_prompts(args.prompts)[: args.limit]
+    llm = LLM(args.model, max_model_len=args.max_model_len)
+    with Progress(console=Console(stderr=True)) as progress:
+        task = progress.add_task("sweep", total=len(policies) * len(args.concurrency))
+
+        def advance(row) -> None:
+            progress.console.print(f"{row.policy:>8} x{row.concurrency:<3} p50 {row.p50_latency_s:.2f}s  {row.throughput_tok_s:.1f} tok/s")
+            progress.advance(task)
+
+        rows = sweep(llm, requests, params, spec, args.concurrency, policies, chat=args.chat, on_row=advance)
+    args.output.write_text(json.dumps({"rows": [r.to_dict() for r in rows]}, indent=1))
+    plot_sweep(rows, args.output.with_suffix(".png"))
+    print_sweep(rows)
     return 0
 
 

@@ -55,8 +55,10 @@ class Engine:
         left = seq.params.max_tokens - len(seq.output_ids) - 1
         return max(0, min(left, self.cache.max_len - len(seq.token_ids)))
 
-    def step(self, seqs: Seq[Sequence], ks: Seq[int]) -> None:
-        """One target forward over every sequence; ks[i] drafts for seqs[i] (0 = plain)."""
+    def step(self, seqs: Seq[Sequence], ks: Seq[int]) -> tuple[list[int], list[int]]:
+        """One target forward over every sequence; ks[i] drafts for seqs[i] (0 = plain).
+
+        Returns the drafts verified and accepted per sequence."""
         ks = [min(k, self.max_draft(seq)) for seq, k in zip(seqs, ks)]
         if self.drafter is not None and any(ks):
             drafts = self.drafter.propose(seqs, ks)
@@ -71,15 +73,18 @@ class Engine:
             slots += [seq.slot] * len(rows)
         logits = self.model.forward(torch.tensor(tokens), torch.tensor(positions), torch.tensor(slots), self.cache)
         offset = 0
+        accepted = []
         for seq, draft in zip(seqs, drafts):
             k = len(draft.tokens)
             n, nxt = self._verify(seq, logits[offset : offset + k + 1], draft)
             offset += k + 1
+            accepted.append(n)
             seq.stats.record_step(k, n)
             self.cache.truncate(seq.slot, len(seq.token_ids) + n)  # the fed token + n accepted drafts
             self._append(seq, [*draft.tokens[:n], nxt])
         if self.drafter is not None:
             self.drafter.on_verified(seqs)
+        return [len(d.tokens) for d in drafts], accepted
 
     def finish(self, seq: Sequence) -> None:
         """Free the sequence's cache slot and drafter state (safe if prefill never ran)."""

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from specwise.api import Result, SpeculativeConfig
 from specwise.metrics import RequestStats
+from specwise.workload.sweep import SweepRow
 
 
 def _total(results: Sequence[Result]) -> RequestStats:
@@ -45,4 +46,13 @@ def print_comparison(plain: Sequence[Result], spec_results: Sequence[Result], sp
     tp, ts = _total(plain), _total(spec_results)
     speedup = ts.tokens_per_s / tp.tokens_per_s if tp.tokens_per_s else 0.0
     table.add_row("all", str(ts.new_tokens), f"{tp.tokens_per_s:.1f}", f"{ts.tokens_per_s:.1f}", f"{speedup:.2f}x", f"{ts.acceptance_rate:.2f}", f"{ts.mean_accepted_per_step:.2f}", "", "", style="bold")
+    Console().print(table)
+
+
+def print_sweep(rows: Sequence[SweepRow]) -> None:
+    table = Table(title="concurrency sweep")
+    for col in ("policy", "concurrency", "p50 latency s", "p99 latency s", "p50 TTFT s", "tok/s", "accept rate"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for r in rows:
+        table.add_row(r.policy, str(r.concurrency), f"{r.p50_latency_s:.2f}", f"{r.p99_latency_s:.2f}", f"{r.p50_ttft_s:.2f}", f"{r.throughput_tok_s:.1f}", f"{r.acceptance_rate:.2f}")
     Console().print(table)

@@ -22,6 +22,8 @@ class Sequence:
     token_ids: list[int]
     num_prompt: int
     params: SamplingParams
+    segment: str | None = None
+    """Traffic segment label (acceptance is tracked per segment)."""
     slot: int = -1
     generator: torch.Generator | None = None
     stats: RequestStats = field(default_factory=RequestStats)

@@ -1,0 +1,50 @@
+"""The step-cost profile the adaptive policy starts from: target forward time by rows.
+
+Measured once per model, machine and context length, then cached; the policy
+keeps refining it online from the steps the engine actually runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import torch
+
+from specwise.kv_cache import KVCache
+from specwise.models.llama import LlamaModel
+from specwise.paths import cache_dir
+from specwise.policy import CostModel
+
+PROFILE_ROWS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256)
+CONTEXT = 256
+
+
+def _profile(model: LlamaModel, rows: list[int], repeats: int = 5) -> list[float]:
+    cache = KVCache(model.config, 1, CONTEXT + max(rows))
+    model.forward(torch.arange(CONTEXT), torch.arange(CONTEXT), torch.zeros(CONTEXT, dtype=torch.long), cache)
+    out = []
+    for m in rows:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.forward(torch.zeros(m, dtype=torch.long), torch.arange(CONTEXT, CONTEXT + m), torch.zeros(m, dtype=torch.long), cache)
+            times.append(time.perf_counter() - start)
+        out.append(sorted(times)[repeats // 2])
+    return out
+
+
+def step_cost_model(model: LlamaModel, model_key: str, max_rows: int) -> CostModel:
+    rows = [r for r in PROFILE_ROWS if r < max_rows] + [max_rows]
+    key = hashlib.sha256(f"{model_key}:{os.uname().machine}:{os.cpu_count()}:{torch.get_num_threads()}:{rows}".encode()).hexdigest()[:16]
+    path = cache_dir() / "costs" / f"{key}.json"
+    if path.exists():
+        try:
+            return CostModel.load(path)
+        except (ValueError, KeyError, json.JSONDecodeError):
+            pass  # a damaged cache file is re-measured
+    costs = CostModel(rows, _profile(model, rows))
+    costs.save(path)
+    return costs

@@ -1,0 +1,172 @@
+"""How far to speculate, per sequence and per step.
+
+The adaptive policy picks, for each running sequence, the number of drafts
+K that maximises expected tokens per second of the whole step, from
+
+- acceptance estimates kept online per (drafter, segment) and per draft
+  position: the chance that draft j is accepted given drafts 1..j-1 were;
+- a step-cost model: measured target step time as a function of the rows in
+  the step (a short profile, cached per model and machine, then updated from
+  every step the engine runs).
+
+With per-position acceptance a_1..a_K, one step of a sequence yields
+E(K) = 1 + sum_j prod_{m<=j} a_m tokens (Leviathan et al. 2023 with
+position-dependent rates). A step over rows R costs T(R). K = 0 for every
+sequence is plain decoding, so the policy is never worse than plain by its
+own estimates: it only adds drafts whose expected tokens pay for the extra
+rows they cost.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from specwise.sequence import Sequence
+
+
+class Policy(Protocol):
+    def choose(self, seqs: Seq[Sequence], max_k: Seq[int]) -> list[int]:
+        """K per sequence (0 = plain); never above max_k[i]."""
+        ...
+
+    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float) -> None:
+        """Feedback after a step: drafts verified and accepted per sequence, rows and time."""
+        ...
+
+
+@dataclass(slots=True)
+class FixedPolicy:
+    """Always K drafts (0 = plain decoding)."""
+
+    k: int
+
+    def choose(self, seqs: Seq[Sequence], max_k: Seq[int]) -> list[int]:
+        return [min(self.k, m) for m in max_k]
+
+    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class CostModel:
+    """Step time (s) by rows in the step: piecewise linear through measured points,
+    each point an exponential moving average of what the engine observes."""
+
+    rows: list[int]
+    seconds: list[float]
+    decay: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not self.rows or sorted(self.rows) != self.rows or len(self.rows) != len(self.seconds):
+            raise ValueError("cost model needs increasing row counts with one time each")
+
+    def __call__(self, rows: int) -> float:
+        i = bisect.bisect_left(self.rows, rows)
+        if i < len(self.rows) and self.rows[i] == rows:
+            return self.seconds[i]
+        if i == 0:
+            return self.seconds[0]
+        if i == len(self.rows):  # extrapolate along the last segment
+            i -= 1
+        r0, r1, s0, s1 = self.rows[i - 1], self.rows[i], self.seconds[i - 1], self.seconds[i]
+        return s0 + (s1 - s0) * (rows - r0) / (r1 - r0)
+
+    def update(self, rows: int, seconds: float) -> None:
+        i = bisect.bisect_left(self.rows, rows)
+        if i < len(self.rows) and self.rows[i] == rows:
+            self.seconds[i] = self.decay * self.seconds[i] + (1 - self.decay) * seconds
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"rows": self.rows, "seconds": self.seconds}))
+
+    @classmethod
+    def load(cls, path: Path) -> CostModel:
+        data = json.loads(path.read_text())
+        return cls(list(data["rows"]), list(data["seconds"]))
+
+
+@dataclass(slots=True)
+class AcceptanceStats:
+    """Per-position conditional acceptance, decayed so it follows drift.
+
+    Starts from a prior of ``prior_accept`` worth ``prior_weight`` observations
+    per position; every verified draft position adds one observation.
+    """
+
+    max_k: int
+    prior_accept: float = 0.5
+    prior_weight: float = 2.0
+    decay: float = 0.995
+    accepted: list[float] = field(default_factory=list)
+    drafted: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.accepted = [self.prior_accept * self.prior_weight] * self.max_k
+        self.drafted = [self.prior_weight] * self.max_k
+
+    def rates(self) -> list[float]:
+        return [a / d for a, d in zip(self.accepted, self.drafted)]
+
+    def observe(self, drafted: int, accepted: int) -> None:
+        for j in range(min(drafted, self.max_k)):
+            self.drafted[j] = self.decay * self.drafted[j] + 1
+            self.accepted[j] = self.decay * self.accepted[j] + (j < accepted)
+
+
+@dataclass(slots=True)
+class AdaptivePolicy:
+    """Maximise expected tokens per second of each step (see the module docstring)."""
+
+    cost: CostModel
+    max_k: int = 8
+    draft_cost_s: float = 0.0
+    """Time to draft one token for one sequence (0 for prompt lookup)."""
+    probe_every: int = 16
+    """Steps between one-draft probes of a sequence that speculation was turned off for,
+    so its acceptance estimate can recover."""
+    stats: dict[str, AcceptanceStats] = field(default_factory=dict)
+    _step: int = 0
+
+    def _stats(self, seq: Sequence) -> AcceptanceStats:
+        key = seq.segment or ""
+        if key not in self.stats:
+            self.stats[key] = AcceptanceStats(self.max_k)
+        return self.stats[key]
+
+    def choose(self, seqs: Seq[Sequence], max_k: Seq[int]) -> list[int]:
+        """Exact for the model: each sequence's marginal gain from one more draft
+        (prod of its rates) never grows, so the best allocation of D drafts is the
+        D largest marginal gains; then pick the D with the most tokens per second."""
+        self._step += 1
+        n = len(seqs)
+        marginals = []  # (gain of the j-th draft of sequence i, j, i)
+        for i, (seq, cap) in enumerate(zip(seqs, max_k)):
+            run = 1.0
+            for j, a in enumerate(self._stats(seq).rates()[: min(self.max_k, cap)]):
+                run *= a
+                marginals.append((run, j, i))
+        marginals.sort(key=lambda m: (-m[0], m[1]))
+        tokens, best_value, best_d = float(n), n / self.cost(n), 0
+        for d, (gain, _, _) in enumerate(marginals, 1):
+            tokens += gain
+            value = tokens / (self.cost(n + d) + self.draft_cost_s * d)
+            if value > best_value:
+                best_value, best_d = value, d
+        ks = [0] * n
+        for _, _, i in marginals[:best_d]:
+            ks[i] += 1
+        if self._step % self.probe_every == 0:
+            ks = [k or min(1, cap) for k, cap in zip(ks, max_k)]
+        return ks
+
+    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float) -> None:
+        for seq, d, a in zip(seqs, drafted, accepted):
+            if d:
+                self._stats(seq).observe(d, a)
+        self.cost.update(rows, step_s)

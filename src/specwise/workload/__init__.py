@@ -1,0 +1,1 @@
+"""Mapping a workload: concurrency sweeps, and (later) simulation and planning."""

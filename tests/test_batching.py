@@ -1,0 +1,58 @@
+"""Ragged and continuous batching are exact: each request yields what it yields alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from specwise import Request, SamplingParams, SpeculativeConfig
+from specwise.demo_prompts import DEMO_PROMPTS
+from specwise.policy import FixedPolicy
+from tests.conftest import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+class PerRequestK(FixedPolicy):
+    """A different K for each request (0 = plain), so one batch mixes draft lengths."""
+
+    def __init__(self, ks: dict[str, int]) -> None:
+        super().__init__(0)
+        self.ks = ks
+
+    def choose(self, seqs, max_k):
+        return [min(self.ks[s.request_id], m) for s, m in zip(seqs, max_k)]
+
+
+def _requests(n: int) -> list[Request]:
+    try:
+        recs = read_jsonl("spec_bench_dev.jsonl")
+        reqs = [Request(id=f"sb{r['question_id']}", prompt=r["turns"][0][:1500], segment=r["category"]) for r in recs[::12]]
+    except pytest.skip.Exception:
+        reqs = []
+    reqs += [Request(id=f"demo-{r.id}-{i}", prompt=r.prompt + " " * i, segment=r.segment) for i in range(4) for r in DEMO_PROMPTS]
+    return reqs[:n]
+
+
+def test_batch_of_16_mixed_k_equals_single_sequence_outputs(llm):
+    reqs = _requests(16)
+    params = SamplingParams(max_tokens=40)
+    solo = {r.id: llm.generate([r], params, None)[0].token_ids for r in reqs}
+    ks = {r.id: [0, 1, 3, 6][i % 4] for i, r in enumerate(reqs)}
+    batched = llm.generate(reqs, params, SpeculativeConfig("ngram", 6), concurrency=16, policy=PerRequestK(ks))
+    assert len(reqs) == 16
+    for r, out in zip(reqs, batched):
+        assert out.token_ids == solo[r.id], f"{r.id} (K={ks[r.id]}) differs when batched"
+    assert sum(o.stats.accepted for o in batched) > 0
+
+
+def test_requests_joining_and_leaving_mid_flight_change_nothing(llm):
+    reqs = _requests(10)
+    lengths = [8, 40, 16, 64, 24, 8, 48, 32, 12, 56]
+    params = [SamplingParams(max_tokens=n) for n in lengths]  # different budgets: requests leave at different steps
+    solo = [llm.generate([r], p, None)[0].token_ids for r, p in zip(reqs, params)]
+    arrivals = [0.0, 0.0, 0.05, 0.1, 0.1, 0.3, 0.4, 0.4, 0.6, 0.9]
+    spec = SpeculativeConfig("ngram", 4, policy="adaptive")
+    out = llm.generate(reqs, params, spec, concurrency=4, arrivals=arrivals)
+    for r, s, o in zip(reqs, solo, out):
+        assert o.token_ids == s, f"{r.id} changed when others joined and left"
+    assert max(o.stats.queue_s for o in out) > 0, "with 10 requests and 4 slots some must have queued"

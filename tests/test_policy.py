@@ -1,0 +1,79 @@
+"""The speculation policy on synthetic costs and acceptance (no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from specwise.policy import AcceptanceStats, AdaptivePolicy, CostModel, FixedPolicy
+from specwise.sampling import SamplingParams
+from specwise.sequence import Sequence
+
+
+def _seqs(n: int, segment: str = "s") -> list[Sequence]:
+    return [Sequence(str(i), [1, 2, 3], 3, SamplingParams(), segment=segment) for i in range(n)]
+
+
+def _trained(policy: AdaptivePolicy, seqs: list[Sequence], rate: float, steps: int = 400) -> None:
+    """Feed the policy drafts of 4 tokens each accepted position-wise with probability `rate`
+    (deterministic pattern with that frequency)."""
+    for step in range(steps):
+        accepted = []
+        for i, _ in enumerate(seqs):
+            n = 0
+            while n < 4 and ((step * 7 + i * 3 + n * 5) % 100) < rate * 100:
+                n += 1
+            accepted.append(n)
+        policy.observe(seqs, [4] * len(seqs), accepted, len(seqs) * 5, policy.cost(len(seqs) * 5))
+
+
+MEMORY_BOUND = CostModel([1, 2, 4, 8, 16, 32, 64, 128], [0.016, 0.0162, 0.0165, 0.017, 0.018, 0.02, 0.024, 0.032])
+COMPUTE_BOUND = CostModel([1, 2, 4, 8, 16, 32, 64, 128], [0.016 * r for r in [1, 2, 4, 8, 16, 32, 64, 128]])
+
+
+def test_zero_acceptance_turns_speculation_off():
+    policy = AdaptivePolicy(MEMORY_BOUND, max_k=4, probe_every=10**9)
+    seqs = _seqs(4)
+    _trained(policy, seqs, rate=0.0)
+    assert policy.choose(seqs, [4] * 4) == [0, 0, 0, 0]
+
+
+def test_high_acceptance_with_memory_bound_costs_speculates():
+    policy = AdaptivePolicy(MEMORY_BOUND, max_k=4, probe_every=10**9)
+    seqs = _seqs(4)
+    _trained(policy, seqs, rate=0.9)
+    ks = policy.choose(seqs, [4] * 4)
+    assert all(k > 0 for k in ks) and max(ks) == 4
+
+
+def test_compute_bound_costs_turn_speculation_off_even_with_good_acceptance():
+    """When every extra row costs as much as a step, a draft accepted with p < 1 never pays."""
+    policy = AdaptivePolicy(COMPUTE_BOUND, max_k=4, probe_every=10**9)
+    seqs = _seqs(8)
+    _trained(policy, seqs, rate=0.8)
+    assert policy.choose(seqs, [4] * 8) == [0] * 8
+
+
+def test_caps_are_respected_and_segments_are_separate():
+    policy = AdaptivePolicy(MEMORY_BOUND, max_k=4, probe_every=10**9)
+    good, bad = _seqs(2, "copy"), _seqs(2, "chat")
+    _trained(policy, good, rate=0.95)
+    _trained(policy, bad, rate=0.0)
+    ks = policy.choose(good + bad, [2, 4, 4, 4])
+    assert ks[0] == 2 and ks[1] > 0 and ks[2:] == [0, 0]
+
+
+def test_probe_reopens_speculation_periodically():
+    policy = AdaptivePolicy(MEMORY_BOUND, max_k=4, probe_every=3)
+    seqs = _seqs(2)
+    _trained(policy, seqs, rate=0.0)
+    choices = [policy.choose(seqs, [4, 4]) for _ in range(6)]
+    assert [1, 1] in choices and [0, 0] in choices
+
+
+def test_fixed_policy_and_cost_model():
+    assert FixedPolicy(3).choose(_seqs(3), [5, 1, 0]) == [3, 1, 0]
+    assert MEMORY_BOUND(3) == pytest.approx(0.01635)
+    assert COMPUTE_BOUND(256) == pytest.approx(0.016 * 256)  # extrapolates the last segment
+    stats = AcceptanceStats(max_k=3, prior_accept=0.5, prior_weight=2, decay=1.0)
+    stats.observe(drafted=3, accepted=1)
+    assert stats.rates() == pytest.approx([2 / 3, 1 / 3, 1 / 3])
