@@ -106,12 +106,11 @@ class LLM:
         text = self.tokenizer.apply_chat_template(messages) if chat else "\n".join(m["content"] for m in messages)
         return self.tokenizer.encode(text)
 
-    def make_policy(self, spec: SpeculativeConfig, max_num_seqs: int) -> Policy:
+    def make_policy(self, spec: SpeculativeConfig) -> Policy:
+        """A fresh policy; the adaptive one starts from the cached step-cost profile."""
         if spec.policy == "fixed" or spec.make_drafter() is None:
             return FixedPolicy(spec.num_speculative_tokens if spec.make_drafter() else 0)
-        max_rows = max_num_seqs * (spec.num_speculative_tokens + 1)
-        costs = step_cost_model(self.model, f"{self.source}:{self.max_model_len}", max_rows)
-        return AdaptivePolicy(costs, max_k=spec.num_speculative_tokens)
+        return AdaptivePolicy(step_cost_model(self.model, str(self.source)), max_k=spec.num_speculative_tokens)
 
     def generate(
         self,
@@ -146,7 +145,7 @@ class LLM:
         if self.cache.num_slots < concurrency:
             self.cache = KVCache(self.config, num_slots=concurrency, max_len=self.max_model_len)
         engine = Engine(self.model, self.tokenizer, self.cache, spec.make_drafter())
-        sched = Scheduler(engine, policy or self.make_policy(spec, concurrency), SchedulerConfig(max_num_seqs=concurrency))
+        sched = Scheduler(engine, policy or self.make_policy(spec), SchedulerConfig(max_num_seqs=concurrency))
         order = sorted(range(len(convs)), key=lambda i: arrivals[i] if arrivals else 0.0)
         owner: dict[int, _Conversation] = {}
         streams = {id(c): _Streamer(self.tokenizer, c.request.id, on_text) for c in convs} if on_text else {}
@@ -220,7 +219,6 @@ class _Conversation:
         """Record a finished turn; True if another turn follows."""
         if not self.texts:
             self.stats.ttft_s = seq.stats.ttft_s
-            self.stats.queue_s = seq.stats.queue_s
         self.stats.merge(seq.stats)
         self.token_ids += seq.output_ids
         self.texts.append(seq.text)

@@ -36,8 +36,10 @@ def _profile(model: LlamaModel, rows: list[int], repeats: int = 5) -> list[float
     return out
 
 
-def step_cost_model(model: LlamaModel, model_key: str, max_rows: int) -> CostModel:
-    rows = [r for r in PROFILE_ROWS if r < max_rows] + [max_rows]
+def step_cost_model(model: LlamaModel, model_key: str) -> CostModel:
+    """Profiled once per model and machine (a few seconds), then read from the cache;
+    beyond the last profiled row count the model extrapolates linearly."""
+    rows = list(PROFILE_ROWS)
     key = hashlib.sha256(f"{model_key}:{os.uname().machine}:{os.cpu_count()}:{torch.get_num_threads()}:{rows}".encode()).hexdigest()[:16]
     path = cache_dir() / "costs" / f"{key}.json"
     if path.exists():

@@ -18,13 +18,14 @@ class RequestStats:
     drafted_by_position: list[int] = field(default_factory=list)
     accepted_by_position: list[int] = field(default_factory=list)
     queue_s: float = 0.0
+    """Waiting for a free slot (all turns)."""
     ttft_s: float = 0.0
     prefills: int = 0
     """Prefill passes (one per turn); each yields one token."""
     prefill_s: float = 0.0
     """Time spent in prefills (all turns), so decode speed can be told apart."""
     wall_s: float = 0.0
-    """From the start of the prefill to the last token."""
+    """From the start of the prefill to the last token (summed over turns); latency is queue_s + wall_s."""
 
     def record_step(self, drafted: int, accepted: int) -> None:
         self.steps += 1
@@ -44,7 +45,7 @@ class RequestStats:
 
     def merge(self, other: RequestStats) -> None:
         """Add another turn's counters (multi-turn conversations)."""
-        for name in ("new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s", "prefills", "prefill_s"):
+        for name in ("new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s", "prefills", "prefill_s", "queue_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.prompt_tokens = max(self.prompt_tokens, other.prompt_tokens)
         for mine, theirs in ((self.drafted_by_position, other.drafted_by_position), (self.accepted_by_position, other.accepted_by_position)):

@@ -77,9 +77,10 @@ class CostModel:
         return s0 + (s1 - s0) * (rows - r0) / (r1 - r0)
 
     def update(self, rows: int, seconds: float) -> None:
-        i = bisect.bisect_left(self.rows, rows)
-        if i < len(self.rows) and self.rows[i] == rows:
-            self.seconds[i] = self.decay * self.seconds[i] + (1 - self.decay) * seconds
+        """Move the nearest measured point toward an observed step (scaled to its row count)."""
+        i = min(range(len(self.rows)), key=lambda j: abs(self.rows[j] - rows))
+        observed = seconds * self.__call__(self.rows[i]) / self.__call__(rows)
+        self.seconds[i] = self.decay * self.seconds[i] + (1 - self.decay) * observed
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,9 @@ class Scheduler:
             elapsed = time.perf_counter() - start
             self.policy.observe(active, drafted, accepted, len(active) + sum(drafted), elapsed)
             finished += [s for s in active if s.finished]
+        now = time.perf_counter()
         for seq in finished:
+            seq.stats.wall_s = now - seq.started_at
             self.engine.finish(seq)
         self.running = [s for s in self.running if not s.finished]
         return finished
@@ -70,7 +72,8 @@ class Scheduler:
             if admitted and len(seq.token_ids) > budget:
                 break
             self.waiting.popleft()
-            seq.stats.queue_s = time.perf_counter() - submitted
+            seq.started_at = time.perf_counter()
+            seq.stats.queue_s = seq.started_at - submitted
             budget -= len(seq.token_ids)
             admitted.append(seq)
         if admitted:

@@ -25,6 +25,8 @@ class Sequence:
     segment: str | None = None
     """Traffic segment label (acceptance is tracked per segment)."""
     slot: int = -1
+    started_at: float = 0.0
+    """perf_counter() when the prefill began (set on admission)."""
     generator: torch.Generator | None = None
     stats: RequestStats = field(default_factory=RequestStats)
     finish_reason: str | None = None
