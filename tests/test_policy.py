@@ -75,5 +75,7 @@ def test_fixed_policy_and_cost_model():
     assert MEMORY_BOUND(3) == pytest.approx(0.01635)
     assert COMPUTE_BOUND(256) == pytest.approx(0.016 * 256)  # extrapolates the last segment
     stats = AcceptanceStats(max_k=3, prior_accept=0.5, prior_weight=2, decay=1.0)
-    stats.observe(drafted=3, accepted=1)
-    assert stats.rates() == pytest.approx([2 / 3, 1 / 3, 1 / 3])
+    stats.observe(drafted=3, accepted=1)  # position 0 accepted, 1 rejected, 2 never tested
+    assert stats.rates() == pytest.approx([2 / 3, 1 / 3, 1 / 2])
+    stats.observe(drafted=3, accepted=3)
+    assert stats.rates() == pytest.approx([3 / 4, 2 / 4, 2 / 3])

@@ -55,8 +55,12 @@ class SpeculativeConfig:
             raise SpecwiseError(f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}")
         NgramDrafter(self.ngram_min, self.ngram_max)  # validates the range
 
+    @property
+    def speculates(self) -> bool:
+        return self.drafter != "none" and self.num_speculative_tokens > 0
+
     def make_drafter(self) -> Drafter | None:
-        if self.drafter == "none" or self.num_speculative_tokens == 0:
+        if not self.speculates:
             return None
         return NgramDrafter(self.ngram_min, self.ngram_max)
 
@@ -108,8 +112,10 @@ class LLM:
 
     def make_policy(self, spec: SpeculativeConfig) -> Policy:
         """A fresh policy; the adaptive one starts from the cached step-cost profile."""
-        if spec.policy == "fixed" or spec.make_drafter() is None:
-            return FixedPolicy(spec.num_speculative_tokens if spec.make_drafter() else 0)
+        if not spec.speculates:
+            return FixedPolicy(0)
+        if spec.policy == "fixed":
+            return FixedPolicy(spec.num_speculative_tokens)
         return AdaptivePolicy(step_cost_model(self.model, str(self.source)), max_k=spec.num_speculative_tokens)
 
     def generate(
@@ -168,7 +174,7 @@ class LLM:
                     if conv.finish_turn(seq):
                         nxt = conv.next_turn()
                         owner[id(nxt)] = conv
-                        sched.submit(nxt)
+                        sched.submit(nxt, first=True)
                 for seq in sched.running:
                     if streams:
                         streams[id(owner[id(seq)])].update(seq)

@@ -20,6 +20,8 @@ class RequestStats:
     queue_s: float = 0.0
     """Waiting for a free slot (all turns)."""
     ttft_s: float = 0.0
+    """From admission (the start of the prefill) to the first token; add queue_s for
+    the time a client waited in total."""
     prefills: int = 0
     """Prefill passes (one per turn); each yields one token."""
     prefill_s: float = 0.0

@@ -94,7 +94,8 @@ class CostModel:
 
 @dataclass(slots=True)
 class AcceptanceStats:
-    """Per-position conditional acceptance, decayed so it follows drift.
+    """Per-position conditional acceptance P(draft j accepted | drafts < j accepted),
+    decayed so it follows drift.
 
     Starts from a prior of ``prior_accept`` worth ``prior_weight`` observations
     per position; every verified draft position adds one observation.
@@ -115,7 +116,8 @@ class AcceptanceStats:
         return [a / d for a, d in zip(self.accepted, self.drafted)]
 
     def observe(self, drafted: int, accepted: int) -> None:
-        for j in range(min(drafted, self.max_k)):
+        # Position j is put to the test only if drafts 0..j-1 were all accepted.
+        for j in range(min(drafted, accepted + 1, self.max_k)):
             self.drafted[j] = self.decay * self.drafted[j] + 1
             self.accepted[j] = self.decay * self.accepted[j] + (j < accepted)
 

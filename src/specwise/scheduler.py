@@ -39,8 +39,13 @@ class Scheduler:
         self.waiting: deque[tuple[Sequence, float]] = deque()
         self.running: list[Sequence] = []
 
-    def submit(self, seq: Sequence) -> None:
-        self.waiting.append((seq, time.perf_counter()))
+    def submit(self, seq: Sequence, *, first: bool = False) -> None:
+        """Queue a sequence; ``first`` puts it ahead of the others (a conversation's next turn)."""
+        entry = (seq, time.perf_counter())
+        if first:
+            self.waiting.appendleft(entry)
+        else:
+            self.waiting.append(entry)
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -78,6 +83,4 @@ class Scheduler:
             admitted.append(seq)
         if admitted:
             self.engine.prefill(admitted)
-            for seq in admitted:
-                seq.stats.ttft_s += seq.stats.queue_s
             self.running += admitted

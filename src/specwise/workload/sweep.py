@@ -41,7 +41,9 @@ def summarize(policy: str, concurrency: int, results: Sequence[Result], elapsed_
     total = RequestStats()
     for r in results:
         total.merge(r.stats)
-    latencies = [r.stats.queue_s + r.stats.wall_s for r in results]
+    # Closed loop: N requests in flight, the next admitted as one finishes, so a
+    # request's latency runs from its admission (queue time is the harness's, not the server's).
+    latencies = [r.stats.wall_s for r in results]
     return SweepRow(
         policy=policy,
         concurrency=concurrency,
