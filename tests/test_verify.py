@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from specwise.sampling import sample
-from specwise.verify import verify_greedy, verify_stochastic
+from specwise.verify import first_rejection, verify_greedy, verify_stochastic
 
 # ----------------------------------------------------------------- greedy
 
@@ -200,15 +200,10 @@ def _always_accept(target_probs, draft, draft_probs, generator):
 
 def _resample_from_target(target_probs, draft, draft_probs, generator):
     """Rejection sampling with the classic bug: on rejection, resample from p instead of the residual."""
-    k = draft.shape[0]
-    rows = torch.arange(k)
-    p = target_probs[rows, draft]
-    q = draft_probs[rows, draft] if draft_probs is not None else torch.ones(k)
-    u = torch.rand(k, generator=generator)
-    rejected = (u * q > p).nonzero()
-    if not rejected.numel():
+    n = first_rejection(target_probs, draft, draft_probs, generator)
+    if n is None:
+        k = draft.shape[0]
         return k, sample(target_probs[k], generator)
-    n = int(rejected[0])
     return n, sample(target_probs[n], generator)
 
 

@@ -38,14 +38,9 @@ def verify_stochastic(
     is drawn from max(0, p - q) renormalised, so every emitted token follows p.
     """
     k = draft.shape[0]
-    rows = torch.arange(k)
-    p = target_probs[rows, draft]  # [k]
-    q = draft_probs[rows, draft] if draft_probs is not None else torch.ones(k)
-    u = torch.rand(k, generator=generator)
-    rejected = (u * q > p).nonzero()
-    if not rejected.numel():
+    n = first_rejection(target_probs, draft, draft_probs, generator)
+    if n is None:
         return k, sample(target_probs[k], generator)
-    n = int(rejected[0])
     if draft_probs is not None:
         residual = (target_probs[n] - draft_probs[n]).clamp_(min=0)
     else:
@@ -53,3 +48,16 @@ def verify_stochastic(
         residual[draft[n]] = 0
     # A rejection has probability 0 when the residual is empty, so this sum is > 0.
     return n, sample(residual / residual.sum(), generator)
+
+
+def first_rejection(
+    target_probs: torch.Tensor, draft: torch.Tensor, draft_probs: torch.Tensor | None, generator: torch.Generator | None
+) -> int | None:
+    """Index of the first draft rejected by the accept test u < p(x) / q(x), or None."""
+    k = draft.shape[0]
+    rows = torch.arange(k)
+    p = target_probs[rows, draft]  # [k]
+    q = draft_probs[rows, draft] if draft_probs is not None else torch.ones(k)
+    u = torch.rand(k, generator=generator)
+    rejected = (u * q > p).nonzero()
+    return int(rejected[0]) if rejected.numel() else None

@@ -18,8 +18,8 @@ def plot_sweep(rows: Sequence[SweepRow], path: Path) -> None:
     for policy in dict.fromkeys(r.policy for r in rows):
         mine = sorted((r for r in rows if r.policy == policy), key=lambda r: r.concurrency)
         xs = [r.concurrency for r in mine]
-        lat.plot(xs, [r.p50_latency_s for r in mine], marker="o", label=f"{policy} p50")
-        lat.plot(xs, [r.p99_latency_s for r in mine], marker="x", linestyle="--", label=f"{policy} p99")
+        (line,) = lat.plot(xs, [r.p50_latency_s for r in mine], marker="o", label=f"{policy} p50")
+        lat.plot(xs, [r.p99_latency_s for r in mine], marker="x", linestyle="--", color=line.get_color(), label=f"{policy} p99")
         thr.plot(xs, [r.throughput_tok_s for r in mine], marker="o", label=policy)
     for ax, label in ((lat, "request latency (s)"), (thr, "throughput (tokens/s)")):
         ax.set_xscale("log", base=2)
