@@ -76,6 +76,15 @@ def test_fixed_policy_and_cost_model():
     assert COMPUTE_BOUND(256) == pytest.approx(0.016 * 256)  # extrapolates the last segment
     stats = AcceptanceStats(max_k=3, prior_accept=0.5, prior_weight=2, decay=1.0)
     stats.observe(drafted=3, accepted=1)  # position 0 accepted, 1 rejected, 2 never tested
-    assert stats.rates() == pytest.approx([2 / 3, 1 / 3, 1 / 2])
+    # Each position shrinks toward the one before: (accepted + 2 * prior) / (tested + 2).
+    assert stats.rates() == pytest.approx([2 / 3, 4 / 9, 4 / 9])
     stats.observe(drafted=3, accepted=3)
-    assert stats.rates() == pytest.approx([3 / 4, 2 / 4, 2 / 3])
+    assert stats.rates() == pytest.approx([3 / 4, 5 / 8, 3 / 4])
+
+
+def test_cost_model_tracks_observed_level_and_keeps_its_shape():
+    costs = CostModel([1, 2, 4], [0.010, 0.012, 0.016])
+    for _ in range(500):
+        costs.update(2, 0.024)  # the machine got twice as slow
+    assert costs(2) == pytest.approx(0.024, rel=0.01)
+    assert costs(1) == pytest.approx(0.020, rel=0.01) and costs(4) == pytest.approx(0.032, rel=0.01)

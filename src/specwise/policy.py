@@ -54,12 +54,19 @@ class FixedPolicy:
 
 @dataclass(slots=True)
 class CostModel:
-    """Step time (s) by rows in the step: piecewise linear through measured points,
-    each point an exponential moving average of what the engine observes."""
+    """Step time (s) by rows in the step: the measured profile, piecewise linear, times
+    one scale that tracks what the engine observes (an exponential moving average of
+    observed over predicted).
+
+    One scale, not one correction per point: steps of the same row count differ
+    with context length and batch mix, and per-point corrections from such
+    samples bent the curve out of shape (measured: 6 rows "cheaper" than 5).
+    """
 
     rows: list[int]
     seconds: list[float]
-    decay: float = 0.95
+    decay: float = 0.98
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.rows or sorted(self.rows) != self.rows or len(self.rows) != len(self.seconds):
@@ -68,19 +75,17 @@ class CostModel:
     def __call__(self, rows: int) -> float:
         i = bisect.bisect_left(self.rows, rows)
         if i < len(self.rows) and self.rows[i] == rows:
-            return self.seconds[i]
+            return self.scale * self.seconds[i]
         if i == 0:
-            return self.seconds[0]
+            return self.scale * self.seconds[0]
         if i == len(self.rows):  # extrapolate along the last segment
             i -= 1
         r0, r1, s0, s1 = self.rows[i - 1], self.rows[i], self.seconds[i - 1], self.seconds[i]
-        return s0 + (s1 - s0) * (rows - r0) / (r1 - r0)
+        return self.scale * (s0 + (s1 - s0) * (rows - r0) / (r1 - r0))
 
     def update(self, rows: int, seconds: float) -> None:
-        """Move the nearest measured point toward an observed step (scaled to its row count)."""
-        i = min(range(len(self.rows)), key=lambda j: abs(self.rows[j] - rows))
-        observed = seconds * self.__call__(self.rows[i]) / self.__call__(rows)
-        self.seconds[i] = self.decay * self.seconds[i] + (1 - self.decay) * observed
+        ratio = seconds / self(rows) * self.scale
+        self.scale = self.decay * self.scale + (1 - self.decay) * ratio
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +102,11 @@ class AcceptanceStats:
     """Per-position conditional acceptance P(draft j accepted | drafts < j accepted),
     decayed so it follows drift.
 
-    Starts from a prior of ``prior_accept`` worth ``prior_weight`` observations
-    per position; every verified draft position adds one observation.
+    Each position's observations are shrunk toward the estimate of the position
+    before it (position 0 toward ``prior_accept``), with ``prior_weight``
+    pseudo-observations: deep positions are tested rarely (only after every
+    earlier draft was accepted), and a flat prior of one half made them look
+    worse than they are, which cut K short.
     """
 
     max_k: int
@@ -109,11 +117,15 @@ class AcceptanceStats:
     drafted: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.accepted = [self.prior_accept * self.prior_weight] * self.max_k
-        self.drafted = [self.prior_weight] * self.max_k
+        self.accepted = [0.0] * self.max_k
+        self.drafted = [0.0] * self.max_k
 
     def rates(self) -> list[float]:
-        return [a / d for a, d in zip(self.accepted, self.drafted)]
+        out, prior = [], self.prior_accept
+        for a, d in zip(self.accepted, self.drafted):
+            prior = (a + self.prior_weight * prior) / (d + self.prior_weight)
+            out.append(prior)
+        return out
 
     def observe(self, drafted: int, accepted: int) -> None:
         # Position j is put to the test only if drafts 0..j-1 were all accepted.
