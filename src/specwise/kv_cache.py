@@ -32,10 +32,6 @@ class KVCache:
     def num_slots(self) -> int:
         return len(self.lengths)
 
-    @property
-    def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
-
     def allocate(self) -> int:
         if not self._free:
             raise SpecwiseError("no free KV cache slot")

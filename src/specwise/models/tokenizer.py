@@ -31,20 +31,12 @@ class Tokenizer:
             env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
             self._template = env.from_string(chat_template)
 
-    @property
-    def has_chat_template(self) -> bool:
-        return self._template is not None
-
     def encode(self, text: str) -> list[int]:
         # Special-token text such as <|im_start|> in a rendered chat prompt maps to its id.
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=True)
-
-    def vocabulary(self) -> dict[str, int]:
-        """Token string -> id, special tokens included (for compatibility checks)."""
-        return self._tok.get_vocab(with_added_tokens=True)
 
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
         if self._template is None:
