@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from specwise.drafters.base import Drafter
+from specwise.drafters.factory import DrafterFactory, parse_drafter
 from specwise.drafters.ngram import NgramDrafter
 from specwise.costs import step_cost_model
 from specwise.engine import Engine
@@ -30,14 +30,15 @@ from specwise.sampling import SamplingParams
 from specwise.scheduler import Scheduler, SchedulerConfig
 from specwise.sequence import Sequence
 
-DRAFTERS = ("none", "ngram")
 POLICIES = ("fixed", "adaptive")
 
 
 @dataclass(slots=True, frozen=True)
 class SpeculativeConfig:
     drafter: str = "ngram"
-    """"none" for plain decoding, or "ngram" (prompt lookup)."""
+    """"none" (plain decoding), "ngram" (prompt lookup), "draft:PATH" (a draft model),
+    "layerskip[:LAYERS]" (the target's own first layers, or a chosen set),
+    "eagle[:PATH]" (an EAGLE-style head) or "auto" (the best one measured here)."""
     num_speculative_tokens: int = 4
     """K: tokens drafted per step."""
     ngram_min: int = 2
@@ -45,12 +46,15 @@ class SpeculativeConfig:
     policy: str = "fixed"
     """"fixed" drafts K every step; "adaptive" picks K per sequence and step (0..K)
     from measured acceptance and step cost."""
+    draft_vocab: int = 0
+    """Learned drafters choose among this many most frequent tokens (0 = all)."""
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise SpecwiseError(f"unknown policy {self.policy!r} (choose from {', '.join(POLICIES)})")
-        if self.drafter not in DRAFTERS:
-            raise SpecwiseError(f"unknown drafter {self.drafter!r} (choose from {', '.join(DRAFTERS)})")
+        parse_drafter(self.drafter)
+        if self.draft_vocab < 0:
+            raise SpecwiseError(f"draft_vocab must be >= 0, got {self.draft_vocab}")
         if self.num_speculative_tokens < 0:
             raise SpecwiseError(f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}")
         NgramDrafter(self.ngram_min, self.ngram_max)  # validates the range
@@ -58,11 +62,6 @@ class SpeculativeConfig:
     @property
     def speculates(self) -> bool:
         return self.drafter != "none" and self.num_speculative_tokens > 0
-
-    def make_drafter(self) -> Drafter | None:
-        if not self.speculates:
-            return None
-        return NgramDrafter(self.ngram_min, self.ngram_max)
 
 
 @dataclass(slots=True)
@@ -105,6 +104,7 @@ class LLM:
             raise SpecwiseError(f"max_model_len must be >= 2, got {max_model_len}")
         self.max_model_len = min(max_model_len, self.config.max_position)
         self.cache = KVCache(self.config, num_slots=1, max_len=self.max_model_len)
+        self.drafters = DrafterFactory(self)
 
     def encode_messages(self, messages: list[dict[str, str]], chat: bool) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages) if chat else "\n".join(m["content"] for m in messages)
@@ -150,7 +150,8 @@ class LLM:
             conv.check_first_turn()
         if self.cache.num_slots < concurrency:
             self.cache = KVCache(self.config, num_slots=concurrency, max_len=self.max_model_len)
-        engine = Engine(self.model, self.tokenizer, self.cache, spec.make_drafter())
+        drafter = self.drafters.build(spec, self.cache) if spec.speculates else None
+        engine = Engine(self.model, self.tokenizer, self.cache, drafter)
         sched = Scheduler(engine, policy or self.make_policy(spec), SchedulerConfig(max_num_seqs=concurrency))
         order = sorted(range(len(convs)), key=lambda i: arrivals[i] if arrivals else 0.0)
         owner: dict[int, _Conversation] = {}

@@ -40,15 +40,19 @@ class Engine:
             slots += [seq.slot] * n
             last_rows.append(len(tokens) - 1)
             seq.stats.prompt_tokens = seq.num_prompt
-        logits = self.model.forward(
-            torch.tensor(tokens), torch.tensor(positions), torch.tensor(slots), self.cache, torch.tensor(last_rows)
-        )
+        hidden = self._hidden(tokens, positions, slots)
+        logits = self.model.logits(hidden, torch.tensor(last_rows))
+        if self.drafter is not None:
+            starts = [0, *(r + 1 for r in last_rows[:-1])]
+            features = [hidden[a : b + 1] for a, b in zip(starts, last_rows)] if self.drafter.needs_features else None
         for i, seq in enumerate(seqs):
             self.cache.truncate(seq.slot, len(seq.token_ids))
             _, first = self._verify(seq, logits[i : i + 1], Draft([]))
             self._append(seq, [first])
             seq.stats.ttft_s = seq.stats.prefill_s = time.perf_counter() - now
             seq.stats.prefills = 1
+        if self.drafter is not None:
+            self.drafter.on_verified(seqs, features)
 
     def max_draft(self, seq: Sequence) -> int:
         """Drafts beyond the token budget or the context are wasted work."""
@@ -60,10 +64,12 @@ class Engine:
 
         Returns the drafts verified and accepted per sequence."""
         ks = [min(k, self.max_draft(seq)) for seq, k in zip(seqs, ks)]
+        t0 = time.perf_counter()
         if self.drafter is not None and any(ks):
             drafts = self.drafter.propose(seqs, ks)
         else:
             drafts = [Draft([]) for _ in seqs]
+        t1 = time.perf_counter()
         tokens, positions, slots = [], [], []
         for seq, draft in zip(seqs, drafts):
             start = len(seq.token_ids) - 1
@@ -71,19 +77,22 @@ class Engine:
             tokens += rows
             positions += range(start, start + len(rows))
             slots += [seq.slot] * len(rows)
-        logits = self.model.forward(torch.tensor(tokens), torch.tensor(positions), torch.tensor(slots), self.cache)
+        hidden = self._hidden(tokens, positions, slots)
+        logits = self.model.logits(hidden)
+        t2 = time.perf_counter()
         offset = 0
-        accepted = []
+        accepted, features = [], []
         for seq, draft in zip(seqs, drafts):
             k = len(draft.tokens)
             n, nxt = self._verify(seq, logits[offset : offset + k + 1], draft)
+            features.append(hidden[offset : offset + n + 1])
             offset += k + 1
             accepted.append(n)
-            seq.stats.record_step(k, n)
+            seq.stats.record_step(k, n, draft_s=t1 - t0, target_s=t2 - t1)
             self.cache.truncate(seq.slot, len(seq.token_ids) + n)  # the fed token + n accepted drafts
             self._append(seq, [*draft.tokens[:n], nxt])
         if self.drafter is not None:
-            self.drafter.on_verified(seqs)
+            self.drafter.on_verified(seqs, features if self.drafter.needs_features else None)
         return [len(d.tokens) for d in drafts], accepted
 
     def finish(self, seq: Sequence) -> None:
@@ -93,6 +102,10 @@ class Engine:
             seq.slot = -1
         if self.drafter is not None:
             self.drafter.release(seq)
+
+    def _hidden(self, tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
+        x = self.model.embed(torch.tensor(tokens)).contiguous()
+        return self.model.hidden(x, torch.tensor(positions), torch.tensor(slots), self.cache)
 
     def _verify(self, seq: Sequence, logits: torch.Tensor, draft: Draft) -> tuple[int, int]:
         drafted = torch.tensor(draft.tokens, dtype=torch.int64)

@@ -29,8 +29,15 @@ class RequestStats:
     wall_s: float = 0.0
     """From the start of the prefill to the last token (summed over turns); latency is queue_s + wall_s."""
 
-    def record_step(self, drafted: int, accepted: int) -> None:
+    draft_s: float = 0.0
+    """Time spent drafting, in the steps this request took part in."""
+    target_s: float = 0.0
+    """Time spent in target forwards (verification), in the same steps."""
+
+    def record_step(self, drafted: int, accepted: int, draft_s: float = 0.0, target_s: float = 0.0) -> None:
         self.steps += 1
+        self.draft_s += draft_s
+        self.target_s += target_s
         if not drafted:
             return
         self.num_drafts += 1
@@ -47,7 +54,7 @@ class RequestStats:
 
     def merge(self, other: RequestStats) -> None:
         """Add another turn's counters (multi-turn conversations)."""
-        for name in ("new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s", "prefills", "prefill_s", "queue_s"):
+        for name in ("new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s", "prefills", "prefill_s", "queue_s", "draft_s", "target_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.prompt_tokens = max(self.prompt_tokens, other.prompt_tokens)
         for mine, theirs in ((self.drafted_by_position, other.drafted_by_position), (self.accepted_by_position, other.accepted_by_position)):
@@ -74,6 +81,14 @@ class RequestStats:
         decode_s = self.wall_s - self.prefill_s
         return (self.new_tokens - self.prefills) / decode_s if decode_s > 0 else 0.0
 
+    @property
+    def draft_cost_ratio(self) -> float:
+        """c: drafting time per drafted token over target time per step (one draft
+        forward against one target forward, at batch 1)."""
+        if not self.drafted or not self.target_s:
+            return 0.0
+        return (self.draft_s / self.drafted) / (self.target_s / self.steps)
+
     def acceptance_by_position(self) -> list[float]:
         return [a / d if d else 0.0 for a, d in zip(self.accepted_by_position, self.drafted_by_position)]
 
@@ -92,5 +107,7 @@ class RequestStats:
             "tokens_per_s": round(self.tokens_per_s, 2),
             "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),
             "ttft_s": round(self.ttft_s, 4),
+            "draft_s": round(self.draft_s, 4),
+            "target_s": round(self.target_s, 4),
             "queue_s": round(self.queue_s, 4),
         }

@@ -21,13 +21,20 @@ class Draft:
 
 class Drafter(Protocol):
     name: str
+    needs_features: bool
+    """True if on_verified wants the target's last hidden states (EAGLE-style heads)."""
 
     def propose(self, seqs: Seq[Sequence], ks: Seq[int]) -> list[Draft]:
         """Up to ks[i] tokens continuing seqs[i].token_ids (batched, one call per step)."""
         ...
 
-    def on_verified(self, seqs: Seq[Sequence]) -> None:
-        """Called after the step's tokens were appended, to resync any drafter state."""
+    def on_verified(self, seqs: Seq[Sequence], features: Seq[torch.Tensor] | None) -> None:
+        """Called after a prefill or step appended its tokens, to resync drafter state.
+
+        ``features[i]`` (only for drafters that need them) holds the target's
+        pre-norm hidden states [n, hidden] at the n positions of seqs[i] that the
+        target has just verified: the whole prompt after a prefill, else the fed
+        token and the accepted drafts."""
         ...
 
     def release(self, seq: Sequence) -> None:

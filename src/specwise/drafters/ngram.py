@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence as Seq
 
 import numpy as np
+import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from specwise.drafters.base import Draft
@@ -18,6 +19,7 @@ from specwise.sequence import Sequence
 
 class NgramDrafter:
     name = "ngram"
+    needs_features = False
 
     def __init__(self, min_n: int = 1, max_n: int = 3) -> None:
         if not 1 <= min_n <= max_n:
@@ -27,7 +29,7 @@ class NgramDrafter:
     def propose(self, seqs: Seq[Sequence], ks: Seq[int]) -> list[Draft]:
         return [Draft(lookup(seq.token_ids, k, self.min_n, self.max_n) if k else []) for seq, k in zip(seqs, ks)]
 
-    def on_verified(self, seqs: Seq[Sequence]) -> None:
+    def on_verified(self, seqs: Seq[Sequence], features: Seq[torch.Tensor] | None) -> None:
         pass
 
     def release(self, seq: Sequence) -> None:

@@ -31,6 +31,10 @@ class Tokenizer:
             env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
             self._template = env.from_string(chat_template)
 
+    def vocab(self) -> dict[str, int]:
+        """Token string -> id, special tokens included."""
+        return self._tok.get_vocab(with_added_tokens=True)
+
     def encode(self, text: str) -> list[int]:
         # Special-token text such as <|im_start|> in a rendered chat prompt maps to its id.
         return self._tok.encode(text, add_special_tokens=False).ids

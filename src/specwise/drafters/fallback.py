@@ -1,0 +1,42 @@
+"""Chained drafters: each sequence takes the first proposal it gets.
+
+``ngram+eagle`` drafts by prompt lookup where the output is copying its
+input (long, nearly free, highly accepted drafts) and by the EAGLE head
+everywhere else. Every drafter still sees every verification, so the ones
+not used this step stay in sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+
+import torch
+
+from specwise.drafters.base import Draft, Drafter
+from specwise.sequence import Sequence
+
+
+class FallbackDrafter:
+    def __init__(self, drafters: Seq[Drafter]) -> None:
+        self.drafters = list(drafters)
+        self.name = "+".join(d.name for d in self.drafters)
+        self.needs_features = any(d.needs_features for d in self.drafters)
+
+    def propose(self, seqs: Seq[Sequence], ks: Seq[int]) -> list[Draft]:
+        drafts = [Draft([]) for _ in seqs]
+        left = list(ks)
+        for drafter in self.drafters:
+            if not any(left):
+                break
+            for i, d in enumerate(drafter.propose(seqs, left)):
+                if d.tokens:
+                    drafts[i], left[i] = d, 0
+        return drafts
+
+    def on_verified(self, seqs: Seq[Sequence], features: Seq[torch.Tensor] | None) -> None:
+        for d in self.drafters:
+            d.on_verified(seqs, features if d.needs_features else None)
+
+    def release(self, seq: Sequence) -> None:
+        for d in self.drafters:
+            d.release(seq)

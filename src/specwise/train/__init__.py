@@ -1,0 +1,1 @@
+"""Data for training draft models on a target model's own outputs."""
