@@ -27,12 +27,14 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
 
-def spec_bench(per_category: int) -> list[Request]:
+def spec_bench(per_category: int, mt_bench: int | None = None) -> list[Request]:
+    """The first ``per_category`` records of each group; all 40 MT-bench
+    conversations unless ``mt_bench`` caps them too."""
     out, seen = [], defaultdict(int)
     for line in (DATA / "spec_bench_dev.jsonl").read_text().splitlines():
         rec = json.loads(line)
         group = "multi-turn" if rec["category"] in MT_BENCH else rec["category"]
-        if seen[group] < per_category or group == "multi-turn":
+        if seen[group] < (per_category if group != "multi-turn" else mt_bench or 10**9):
             seen[group] += 1
             out.append(Request(id=str(rec["question_id"]), turns=rec["turns"], segment=group))
     return out

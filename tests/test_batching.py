@@ -56,3 +56,17 @@ def test_requests_joining_and_leaving_mid_flight_change_nothing(llm):
     for r, s, o in zip(reqs, solo, out):
         assert o.token_ids == s, f"{r.id} changed when others joined and left"
     assert max(o.stats.queue_s for o in out) > 0, "with 10 requests and 4 slots some must have queued"
+
+
+def test_a_second_turn_that_outgrows_the_context_ends_that_conversation_only(llm):
+    long_turn = "Repeat this. " * 700  # well over the 2048-token context with the history
+    reqs = [
+        Request(id="grows", turns=["Say hello.", long_turn]),
+        Request(id="fine", turns=["Name a colour.", "Name another."]),
+    ]
+    params = SamplingParams(max_tokens=8)
+    grows, fine = llm.generate(reqs, params, SpeculativeConfig("ngram", 3), concurrency=2)
+    assert grows.finish_reason == "length" and len(grows.turn_texts) == 1
+    assert len(fine.turn_texts) == 2
+    [alone] = llm.generate([reqs[1]], params)
+    assert fine.token_ids == alone.token_ids

@@ -13,7 +13,7 @@ def _seqs(n: int, segment: str = "s") -> list[Sequence]:
     return [Sequence(str(i), [1, 2, 3], 3, SamplingParams(), segment=segment) for i in range(n)]
 
 
-def _trained(policy: AdaptivePolicy, seqs: list[Sequence], rate: float, steps: int = 400) -> None:
+def _trained(policy: AdaptivePolicy, seqs: list[Sequence], rate: float, steps: int = 400, round_s: float = 0.0) -> None:
     """Feed the policy drafts of 4 tokens each accepted position-wise with probability `rate`
     (deterministic pattern with that frequency)."""
     for step in range(steps):
@@ -23,7 +23,7 @@ def _trained(policy: AdaptivePolicy, seqs: list[Sequence], rate: float, steps: i
             while n < 4 and ((step * 7 + i * 3 + n * 5) % 100) < rate * 100:
                 n += 1
             accepted.append(n)
-        policy.observe(seqs, [4] * len(seqs), accepted, len(seqs) * 5, policy.cost(len(seqs) * 5))
+        policy.observe(seqs, [4] * len(seqs), accepted, len(seqs) * 5, policy.cost(len(seqs) * 5), 4 * round_s)
 
 
 MEMORY_BOUND = CostModel([1, 2, 4, 8, 16, 32, 64, 128], [0.016, 0.0162, 0.0165, 0.017, 0.018, 0.02, 0.024, 0.032])
@@ -43,6 +43,18 @@ def test_high_acceptance_with_memory_bound_costs_speculates():
     _trained(policy, seqs, rate=0.9)
     ks = policy.choose(seqs, [4] * 4)
     assert all(k > 0 for k in ks) and max(ks) == 4
+
+
+def test_a_drafter_that_costs_what_it_saves_is_cut_back():
+    """Draft rounds as slow as a target step: four drafts at 0.6 acceptance would buy
+    about 1.3 tokens for the time of four steps."""
+    cheap, dear = AdaptivePolicy(MEMORY_BOUND, max_k=4, probe_every=10**9), AdaptivePolicy(MEMORY_BOUND, max_k=4, probe_every=10**9)
+    seqs = _seqs(1)
+    _trained(cheap, seqs, rate=0.6, round_s=0.0005)
+    _trained(dear, seqs, rate=0.6, round_s=0.016)
+    assert abs(dear.round_s - 0.016) < 1e-9
+    assert cheap.choose(seqs, [4]) == [4]
+    assert dear.choose(seqs, [4]) == [0]
 
 
 def test_compute_bound_costs_turn_speculation_off_even_with_good_acceptance():

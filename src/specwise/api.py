@@ -163,6 +163,7 @@ class LLM:
                 while order and (arrivals is None or arrivals[order[0]] <= now):
                     conv = convs[order.pop(0)]
                     seq = conv.next_turn()
+                    assert seq is not None  # the first turn was checked to fit
                     owner[id(seq)] = conv
                     sched.submit(seq)
                 if not sched.has_work():
@@ -172,8 +173,7 @@ class LLM:
                     conv = owner.pop(id(seq))
                     if streams:
                         streams[id(conv)].update(seq)
-                    if conv.finish_turn(seq):
-                        nxt = conv.next_turn()
+                    if conv.finish_turn(seq) and (nxt := conv.next_turn()) is not None:
                         owner[id(nxt)] = conv
                         sched.submit(nxt, first=True)
                 for seq in sched.running:
@@ -214,9 +214,17 @@ class _Conversation:
         """Fail before any work starts, not halfway through a batch."""
         self._prompt(0)
 
-    def next_turn(self) -> Sequence:
+    def next_turn(self) -> Sequence | None:
+        """The next turn's sequence; None when the history has outgrown the context
+        (the conversation then ends with finish reason "length", like a long answer)."""
         turn = len(self.texts)
-        ids = self._prompt(turn)
+        try:
+            ids = self._prompt(turn)
+        except SpecwiseError:
+            if not turn:
+                raise
+            self.finish_reason = "length"
+            return None
         self.history += self.turns[turn]
         seed = None if self.params.seed is None else self.params.seed + turn
         generator = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -91,7 +91,10 @@ def best_drafter(llm: LLM, spec: SpeculativeConfig) -> str:
     cached = _load(llm, spec).get("auto")
     if isinstance(cached, str):
         return cached
-    results = measure(llm, spec, auto_candidates(llm, spec))
+    return store_auto(llm, spec, measure(llm, spec, auto_candidates(llm, spec)))
+
+
+def store_auto(llm: LLM, spec: SpeculativeConfig, results: dict[str, dict[str, float]]) -> str:
     best = max(results, key=lambda k: results[k]["tokens_per_s"])
     _store(llm, spec, {"auto": best, "auto_measured": results})
     return best

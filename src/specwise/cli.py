@@ -32,7 +32,11 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--prompts", type=Path, help="JSONL file: id and one of prompt, messages, turns a line; optional segment")
     common.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
-    common.add_argument("--drafter", default="ngram", help="none | ngram (default: ngram)")
+    common.add_argument(
+        "--drafter", default="ngram",
+        help="none | ngram | draft:PATH | layerskip[:LAYERS] | eagle[:PATH] | auto, or a chain such as ngram+eagle (default: ngram)",
+    )  # fmt: skip
+    common.add_argument("--draft-vocab", type=int, default=0, help="learned drafters pick among the N most frequent tokens (default: all)")
     common.add_argument("--num-speculative-tokens", "-k", type=int, default=4, help="K, most tokens drafted per step (default 4)")
     common.add_argument("--ngram-min", type=int, default=2, help="shortest suffix n-gram to match (default 2)")
     common.add_argument("--ngram-max", type=int, default=3, help="longest suffix n-gram to match (default 3)")
@@ -63,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--policies", default="plain,fixed,adaptive", help="comma-separated: plain, fixed, adaptive")
     bench.add_argument("--limit", type=_positive_int, help="use only the first N prompts")
     bench.add_argument("--output", type=Path, required=True, help="R.json; a PNG plot is written beside it")
+    train = sub.add_parser("train-draft", help="train a draft for the target on text it writes itself (prompts built from Python's docs)")
+    train.add_argument("kind", choices=["eagle", "model"], help="eagle: a one-layer EAGLE head; model: a small draft model")
+    train.add_argument("--model", help="target: GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
+    train.add_argument("--output", type=Path, required=True, help="eagle: a .safetensors file; model: a directory")
+    train.add_argument("--prompts-n", type=_positive_int, default=1200, help="prompts in the generated training pool (default 1200)")
+    train.add_argument("--max-tokens", type=_positive_int, default=128, help="answer length per prompt (default 128)")
+    train.add_argument("--epochs", type=_positive_int, default=2)
+    train.add_argument("--layers", default="0,10,20,29", help="model: target layers the draft's layers start from (default 0,10,20,29)")
+    train.add_argument("--seed", type=int, default=0)
+    cal = sub.add_parser("calibrate", help="measure drafters here and cache the best (used by layerskip and auto)")
+    cal.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
+    cal.add_argument("--num-speculative-tokens", "-k", type=int, default=4)
+    cal.add_argument("--draft-vocab", type=int, default=0)
     return parser
 
 
@@ -73,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "train-draft":
+            return _train_draft(args)
+        if args.command == "calibrate":
+            return _calibrate(args)
     except SpecwiseError as exc:
         print(f"specwise: error: {exc}", file=sys.stderr)
         return 2
@@ -91,7 +112,8 @@ def _decoding(args: argparse.Namespace):
         stop=tuple(args.stop), seed=args.seed, ignore_eos=args.ignore_eos,
     )  # fmt: skip
     policy = getattr(args, "policy", "fixed")
-    return params, SpeculativeConfig(args.drafter, args.num_speculative_tokens, args.ngram_min, args.ngram_max, policy)
+    spec = SpeculativeConfig(args.drafter, args.num_speculative_tokens, args.ngram_min, args.ngram_max, policy, args.draft_vocab)
+    return params, spec
 
 
 def _check_output(path: Path | None) -> None:
@@ -164,6 +186,36 @@ def _bench(args: argparse.Namespace) -> int:
     args.output.write_text(json.dumps({"rows": [r.to_dict() for r in rows]}, indent=1))
     plot_sweep(rows, args.output.with_suffix(".png"))
     print_sweep(rows)
+    return 0
+
+
+def _train_draft(args: argparse.Namespace) -> int:
+    from specwise.api import LLM
+    from specwise.drafters.factory import parse_layers
+    from specwise.train.run import make_draft_model, make_eagle, training_samples
+
+    _check_output(args.output)
+    layers = parse_layers(args.layers)
+    llm = LLM(args.model, max_model_len=1024)
+    samples = training_samples(llm, args.prompts_n, args.max_tokens, args.seed)
+    if args.kind == "eagle":
+        make_eagle(llm, samples, args.output, args.epochs, args.seed)
+    else:
+        make_draft_model(llm, samples, args.output, layers, args.epochs, args.seed)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from specwise.api import LLM, SpeculativeConfig
+    from specwise.calibrate import auto_candidates, measure, store_auto
+
+    llm = LLM(args.model, max_model_len=1024)
+    spec = SpeculativeConfig("auto", args.num_speculative_tokens, draft_vocab=args.draft_vocab)
+    results = measure(llm, spec, auto_candidates(llm, spec))
+    for name, row in results.items():
+        print(f"{name:>24}  {row['tokens_per_s']:6.1f} tok/s  x{row['speedup']:.2f}  acceptance {row['acceptance_rate']:.2f}")
+    print(f"auto = {store_auto(llm, spec, results)}")
     return 0
 
 

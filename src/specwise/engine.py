@@ -27,6 +27,8 @@ class Engine:
         self.tokenizer = tokenizer
         self.cache = cache
         self.drafter = drafter
+        self.last_draft_s = 0.0
+        """Drafting time of the last step (the policy weighs it against the drafts)."""
 
     def prefill(self, seqs: Seq[Sequence]) -> None:
         """Run the prompts of new sequences (one ragged forward) and emit each first token."""
@@ -70,6 +72,7 @@ class Engine:
         else:
             drafts = [Draft([]) for _ in seqs]
         t1 = time.perf_counter()
+        self.last_draft_s = t1 - t0
         tokens, positions, slots = [], [], []
         for seq, draft in zip(seqs, drafts):
             start = len(seq.token_ids) - 1

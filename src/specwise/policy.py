@@ -7,7 +7,10 @@ K that maximises expected tokens per second of the whole step, from
   position: the chance that draft j is accepted given drafts 1..j-1 were;
 - a step-cost model: measured target step time as a function of the rows in
   the step (a short profile, cached per model and machine, then updated from
-  every step the engine runs).
+  every step the engine runs);
+- the drafter's measured time per drafting round (all sequences draft one
+  token per round, batched), so a model drafter's cost counts against its
+  drafts: a step whose longest draft is K pays K rounds.
 
 With per-position acceptance a_1..a_K, one step of a sequence yields
 E(K) = 1 + sum_j prod_{m<=j} a_m tokens (Leviathan et al. 2023 with
@@ -34,8 +37,9 @@ class Policy(Protocol):
         """K per sequence (0 = plain); never above max_k[i]."""
         ...
 
-    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float) -> None:
-        """Feedback after a step: drafts verified and accepted per sequence, rows and time."""
+    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: float) -> None:
+        """Feedback after a step: drafts verified and accepted per sequence, rows, the
+        target forward's time and the drafting time."""
         ...
 
 
@@ -48,7 +52,7 @@ class FixedPolicy:
     def choose(self, seqs: Seq[Sequence], max_k: Seq[int]) -> list[int]:
         return [min(self.k, m) for m in max_k]
 
-    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float) -> None:
+    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: float) -> None:
         pass
 
 
@@ -140,8 +144,8 @@ class AdaptivePolicy:
 
     cost: CostModel
     max_k: int = 8
-    draft_cost_s: float = 0.0
-    """Time to draft one token for one sequence (0 for prompt lookup)."""
+    round_s: float = 0.0
+    """Measured time of one drafting round (moving average; near 0 for prompt lookup)."""
     probe_every: int = 16
     """Steps between one-draft probes of a sequence that speculation was turned off for,
     so its acceptance estimate can recover."""
@@ -167,10 +171,11 @@ class AdaptivePolicy:
                 run *= a
                 marginals.append((run, j, i))
         marginals.sort(key=lambda m: (-m[0], m[1]))
-        tokens, best_value, best_d = float(n), n / self.cost(n), 0
-        for d, (gain, _, _) in enumerate(marginals, 1):
+        tokens, best_value, best_d, rounds = float(n), n / self.cost(n), 0, 0
+        for d, (gain, j, _) in enumerate(marginals, 1):
             tokens += gain
-            value = tokens / (self.cost(n + d) + self.draft_cost_s * d)
+            rounds = max(rounds, j + 1)
+            value = tokens / (self.cost(n + d) + self.round_s * rounds)
             if value > best_value:
                 best_value, best_d = value, d
         ks = [0] * n
@@ -180,8 +185,11 @@ class AdaptivePolicy:
             ks = [k or min(1, cap) for k, cap in zip(ks, max_k)]
         return ks
 
-    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float) -> None:
+    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: float) -> None:
         for seq, d, a in zip(seqs, drafted, accepted):
             if d:
                 self._stats(seq).observe(d, a)
         self.cost.update(rows, step_s)
+        if max(drafted, default=0):
+            per_round = draft_s / max(drafted)
+            self.round_s = per_round if not self.round_s else 0.9 * self.round_s + 0.1 * per_round

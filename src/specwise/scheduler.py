@@ -59,8 +59,9 @@ class Scheduler:
             ks = self.policy.choose(active, [self.engine.max_draft(s) for s in active])
             start = time.perf_counter()
             drafted, accepted = self.engine.step(active, ks)
-            elapsed = time.perf_counter() - start
-            self.policy.observe(active, drafted, accepted, len(active) + sum(drafted), elapsed)
+            draft_s = self.engine.last_draft_s
+            target_s = time.perf_counter() - start - draft_s
+            self.policy.observe(active, drafted, accepted, len(active) + sum(drafted), target_s, draft_s)
             finished += [s for s in active if s.finished]
         now = time.perf_counter()
         for seq in finished:

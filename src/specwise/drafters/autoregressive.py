@@ -14,7 +14,8 @@ from collections.abc import Sequence as Seq
 import torch
 
 from specwise.drafters.base import Draft
-from specwise.models.llama import TrimmedHead
+from specwise.errors import SpecwiseError
+from specwise.models.llama import LlamaModel, TrimmedHead
 from specwise.sampling import probabilities
 from specwise.sequence import Sequence
 
@@ -85,3 +86,12 @@ class AutoregressiveDrafter:
 
     def release(self, seq: Sequence) -> None:
         pass
+
+
+def trimmed_head(model: LlamaModel, counts: torch.Tensor | None, vocab: int) -> TrimmedHead | None:
+    """The LM head over the ``vocab`` most frequent tokens, or None for the full one."""
+    if not 0 < vocab < model.config.vocab_size:
+        return None
+    if counts is None:
+        raise SpecwiseError("--draft-vocab needs token frequencies, which this draft does not carry (train it with `specwise train-draft`)")
+    return model.trimmed_head(torch.argsort(counts, descending=True, stable=True)[:vocab])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from specwise.drafters.autoregressive import AutoregressiveDrafter
+from specwise.drafters.autoregressive import AutoregressiveDrafter, trimmed_head
 from specwise.errors import SpecwiseError
 from specwise.kv_cache import KVCache
 from specwise.models import native
@@ -63,11 +63,7 @@ class EagleDrafter(AutoregressiveDrafter):
     def __init__(self, target: LlamaModel, weights: dict[str, torch.Tensor], num_slots: int, max_len: int, vocab: int = 0) -> None:
         """``vocab`` > 0 drafts over the ``vocab`` most frequent tokens only."""
         weights = dict(weights)
-        counts = weights.pop("token_counts")
-        head = None
-        if 0 < vocab < target.config.vocab_size:
-            head = target.trimmed_head(torch.argsort(counts, descending=True, stable=True)[:vocab])
-        super().__init__(target.config.vocab_size, head)
+        super().__init__(target.config.vocab_size, trimmed_head(target, weights.pop("token_counts"), vocab))
         self.target = target
         self.config = target.config
         self.fc = native.pack_weight(weights.pop("fc.weight").float())

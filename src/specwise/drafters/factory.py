@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from specwise.drafters.autoregressive import trimmed_head
 from specwise.drafters.base import Drafter
 from specwise.drafters.fallback import FallbackDrafter
 from specwise.drafters.eagle import EagleDrafter, load_eagle
@@ -76,7 +77,7 @@ class DrafterFactory:
     def __init__(self, llm: LLM) -> None:
         self.llm = llm
         self.target, self.tokenizer, self.model_key = llm.model, llm.tokenizer, str(llm.source)
-        self._draft_models: dict[str, LlamaModel] = {}
+        self._draft_models: dict[str, tuple[LlamaModel, torch.Tensor | None]] = {}
         self._eagle: dict[str, dict[str, torch.Tensor]] = {}
 
     def build(self, spec: SpeculativeConfig, cache: KVCache) -> Drafter:
@@ -92,8 +93,9 @@ class DrafterFactory:
         if kind == "ngram":
             return NgramDrafter(spec.ngram_min, spec.ngram_max)
         if kind == "draft":
-            model = self._draft_model(arg or "")
-            return ModelDrafter(f"draft:{arg}", model, KVCache(model.config, cache.num_slots, cache.max_len))
+            model, counts = self._draft_model(arg or "")
+            head = trimmed_head(model, counts, spec.draft_vocab)
+            return ModelDrafter(f"draft:{arg}", model, KVCache(model.config, cache.num_slots, cache.max_len), head=head)
         if kind == "layerskip":
             return self.layerskip(parse_layers(arg) if arg else self._calibrated_layers(spec), cache)
         if kind == "eagle":
@@ -122,12 +124,16 @@ class DrafterFactory:
 
         return parse_layers(best_layerskip(self.llm, spec))
 
-    def _draft_model(self, path: str) -> LlamaModel:
+    def _draft_model(self, path: str) -> tuple[LlamaModel, torch.Tensor | None]:
+        """The loaded draft and its token counts (written by `train-draft model`; they rank the
+        vocabulary for --draft-vocab)."""
         if path not in self._draft_models:
             ckpt = load_checkpoint(path)
             check_tokenizers(self.tokenizer, ckpt.tokenizer)
             c, t = ckpt.config, self.target.config
             if c.vocab_size != t.vocab_size:
                 raise SpecwiseError(f"the draft model's vocabulary has {c.vocab_size} rows, the target's {t.vocab_size}")
-            self._draft_models[path] = LlamaModel.from_checkpoint(ckpt)
+            counts = ckpt.weights.pop("token_counts", None)
+            self._draft_models[path] = (LlamaModel.from_checkpoint(ckpt), counts)
         return self._draft_models[path]
+

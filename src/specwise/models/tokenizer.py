@@ -23,6 +23,8 @@ class Tokenizer:
         eos_token_ids: Sequence[int],
     ) -> None:
         self._tok = HFTokenizer.from_file(str(tokenizer_file))
+        self.file = tokenizer_file
+        self.chat_template = chat_template
         self.bos_token = bos_token
         self.eos_token_ids = frozenset(eos_token_ids)
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)

@@ -1,0 +1,83 @@
+"""Training data for draft networks: the target's own outputs and features.
+
+The target answers a prompt pool with plain greedy decoding through the
+ordinary engine and scheduler (batched); a recorder in the drafter slot keeps
+the final-normed hidden state of every position as the engine verifies it, so
+the features cost no extra forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence as Seq
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from specwise.drafters.base import Draft
+from specwise.engine import Engine
+from specwise.kv_cache import KVCache
+from specwise.models.llama import LlamaModel
+from specwise.policy import FixedPolicy
+from specwise.sampling import SamplingParams
+from specwise.scheduler import Scheduler, SchedulerConfig
+from specwise.sequence import Sequence
+
+if TYPE_CHECKING:
+    from specwise.api import LLM
+
+
+@dataclass(slots=True)
+class Sample:
+    tokens: torch.Tensor
+    """int64 [n]: prompt and answer."""
+    features: torch.Tensor
+    """fp16 [n - 1, hidden]: the target's normed hidden state at positions 0..n-2."""
+
+
+class _Recorder:
+    """A drafter that never drafts, only keeps the features the engine hands it."""
+
+    name = "recorder"
+    needs_features = True
+
+    def __init__(self, model: LlamaModel) -> None:
+        self.model = model
+        self.parts: dict[Sequence, list[torch.Tensor]] = {}
+        self.done: list[Sample] = []
+
+    def propose(self, seqs: Seq[Sequence], ks: Seq[int]) -> list[Draft]:
+        return [Draft([]) for _ in seqs]
+
+    def on_verified(self, seqs: Seq[Sequence], features: Seq[torch.Tensor] | None) -> None:
+        assert features is not None
+        for seq, f in zip(seqs, features):
+            self.parts.setdefault(seq, []).append(self.model.final_norm(f.contiguous()).half())
+
+    def release(self, seq: Sequence) -> None:
+        feats = torch.cat(self.parts.pop(seq))
+        tokens = torch.tensor(seq.token_ids, dtype=torch.int64)
+        self.done.append(Sample(tokens, feats[: len(tokens) - 1]))
+
+
+def collect(
+    llm: LLM,
+    conversations: Seq[list[dict[str, str]]],
+    max_tokens: int,
+    concurrency: int = 16,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Sample]:
+    """Greedy answers to ``conversations`` (chat template applied) with their features."""
+    recorder = _Recorder(llm.model)
+    cache = KVCache(llm.config, concurrency, llm.max_model_len)
+    sched = Scheduler(Engine(llm.model, llm.tokenizer, cache, recorder), FixedPolicy(0), SchedulerConfig(max_num_seqs=concurrency))
+    params = SamplingParams(max_tokens=max_tokens)
+    for i, messages in enumerate(conversations):
+        ids = llm.encode_messages(messages, chat=True)
+        if len(ids) + max_tokens < llm.max_model_len:
+            sched.submit(Sequence(str(i), ids, len(ids), params))
+    while sched.has_work():
+        finished = sched.step()
+        if finished and on_done:
+            on_done(len(finished))
+    return recorder.done
