@@ -5,7 +5,7 @@ and every drafter run back to back, so the ratios hold on a noisy machine.
 Then a draft-vocabulary sweep for the EAGLE head. Prints tables and writes JSON.
 
     python benchmarks/bench_drafters.py --per-category 6 \\
-        --drafters ngram,layerskip,draft:/tmp/draft4,eagle,ngram+eagle,auto \\
+        --drafters ngram,layerskip,draft:/work/draft4@8192,eagle@8192,ngram+eagle@8192,auto@8192 \\
         --output benchmarks/results/drafters.json
 """
 
@@ -49,7 +49,7 @@ def summarize(stats: RequestStats, plain: RequestStats) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-category", type=int, default=6, help="records per Spec-Bench group (MT-bench: this many conversations)")
-    ap.add_argument("--drafters", default="ngram,layerskip,eagle,ngram+eagle,auto")
+    ap.add_argument("--drafters", default="ngram,layerskip,eagle@8192,ngram+eagle@8192,auto@8192", help="NAME[@DRAFT_VOCAB],...")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("-k", type=int, default=4)
     ap.add_argument("--vocab-sweep", default="0,16384,8192,4096,2048,1024", help="EAGLE draft vocabularies (0 = all)")
@@ -69,7 +69,8 @@ def main() -> None:
         stats["plain"][req.segment].merge(plain.stats)
         for d in drafters:
             before = rss_mb()
-            [r] = llm.generate([req], params, SpeculativeConfig(d, args.k))
+            name, _, vocab = d.partition("@")  # eagle@8192: a draft vocabulary of 8192
+            [r] = llm.generate([req], params, SpeculativeConfig(name, args.k, draft_vocab=int(vocab or 0)))
             memory.setdefault(f"{d}_added_mb", round(rss_mb() - before))
             stats[d][req.segment].merge(r.stats)
             mismatches[d] += r.token_ids != plain.token_ids

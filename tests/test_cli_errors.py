@@ -77,7 +77,11 @@ def test_bad_ngram_range():
 
 
 def test_unknown_drafter():
-    assert_one_line_error(run_cli("generate", "hi", "--drafter", "eagle"), "eagle")
+    assert_one_line_error(run_cli("generate", "hi", "--drafter", "medusa"), "medusa")
+
+
+def test_negative_draft_vocab():
+    assert_one_line_error(run_cli("generate", "hi", "--drafter", "eagle", "--draft-vocab", "-5"), "draft_vocab")
 
 
 def test_prompts_file_malformed_line_2(tmp_path):

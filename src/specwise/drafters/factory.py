@@ -97,15 +97,18 @@ class DrafterFactory:
             head = trimmed_head(model, counts, spec.draft_vocab)
             return ModelDrafter(f"draft:{arg}", model, KVCache(model.config, cache.num_slots, cache.max_len), head=head)
         if kind == "layerskip":
-            return self.layerskip(parse_layers(arg) if arg else self._calibrated_layers(spec), cache)
+            drafter = self.layerskip(parse_layers(arg) if arg else self._calibrated_layers(spec), cache)
+            if spec.draft_vocab:
+                # The shipped head's frequencies rank the target's vocabulary.
+                shipped = default_eagle_path(self.model_key)
+                counts = self._eagle_weights(shipped)["token_counts"] if shipped.exists() else None
+                drafter.head = trimmed_head(self.target, counts, spec.draft_vocab)
+            return drafter
         if kind == "eagle":
             path = Path(arg) if arg else default_eagle_path(self.model_key)
             if not arg and not path.exists():
                 raise SpecwiseError("no EAGLE head ships for this model: train one with `specwise train-draft eagle` and pass eagle:PATH")
-            key = str(path)
-            if key not in self._eagle:
-                self._eagle[key] = load_eagle(path, self.target)
-            return EagleDrafter(self.target, self._eagle[key], cache.num_slots, cache.max_len, spec.draft_vocab)
+            return EagleDrafter(self.target, self._eagle_weights(path), cache.num_slots, cache.max_len, spec.draft_vocab)
         raise SpecwiseError(f"drafter {spec.drafter!r} does not draft")
 
     def layerskip(self, layers: list[int], cache: KVCache) -> ModelDrafter:
@@ -118,6 +121,11 @@ class DrafterFactory:
         own = cache if prefix else KVCache(replace(self.target.config, num_layers=len(layers)), cache.num_slots, cache.max_len)
         name = f"layerskip:{len(layers)}" if prefix else "layerskip:" + ",".join(map(str, layers))
         return ModelDrafter(name, self.target, own, layers=layers, shares_target_cache=prefix)
+
+    def _eagle_weights(self, path: Path) -> dict[str, torch.Tensor]:
+        if str(path) not in self._eagle:
+            self._eagle[str(path)] = load_eagle(path, self.target)
+        return self._eagle[str(path)]
 
     def _calibrated_layers(self, spec: SpeculativeConfig) -> list[int]:
         from specwise.calibrate import best_layerskip

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 class Sample:
     tokens: torch.Tensor
     """int64 [n]: prompt and answer."""
+    num_prompt: int
+    """Answer tokens start here; each is the target's greedy choice, so it is the
+    label the drafts learn to predict."""
     features: torch.Tensor
     """fp16 [n - 1, hidden]: the target's normed hidden state at positions 0..n-2."""
 
@@ -57,7 +60,7 @@ class _Recorder:
     def release(self, seq: Sequence) -> None:
         feats = torch.cat(self.parts.pop(seq))
         tokens = torch.tensor(seq.token_ids, dtype=torch.int64)
-        self.done.append(Sample(tokens, feats[: len(tokens) - 1]))
+        self.done.append(Sample(tokens, seq.num_prompt, feats[: len(tokens) - 1]))
 
 
 def collect(

@@ -18,7 +18,7 @@ from torch import nn
 from specwise.models.config import ModelConfig
 from specwise.models.tokenizer import Tokenizer
 from specwise.train.collect import Sample
-from specwise.train.eagle import _batches, target_labels
+from specwise.train.eagle import _batches, answer_labels, ce_vocabulary, token_counts
 from specwise.train.torch_llama import TorchLayer, rms_norm, rope_tables
 
 
@@ -54,11 +54,9 @@ def train_draft_model(
     start as the target's ``init_layers``."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    labels = target_labels(samples, head)
-    counts = torch.bincount(torch.cat(labels), minlength=config.vocab_size)
-    top = torch.argsort(counts, descending=True, stable=True)[:ce_vocab]
-    remap = torch.full((config.vocab_size,), -100, dtype=torch.int64)
-    remap[top] = torch.arange(top.shape[0])
+    counts = token_counts(samples, config.vocab_size)
+    top, remap = ce_vocabulary(counts, ce_vocab)
+    labels = [answer_labels(s, remap) for s in samples]
     ce_head = head[top].contiguous()
     model = DraftModel(config, len(init_layers))
     for layer, src in zip(model.layers, init_layers):
@@ -80,9 +78,10 @@ def train_draft_model(
             for row, i in enumerate(batch):
                 n = lengths[i]
                 toks[row, :n] = samples[i].tokens[:n]
-                tgt[row, :n] = remap[labels[i]]
+                tgt[row, :n] = labels[i][:n]
             out = model(head[toks], cos[:t], sin[:t])
-            loss = F.cross_entropy((out @ ce_head.T).flatten(0, 1), tgt.flatten(), ignore_index=-100)
+            scored = tgt >= 0
+            loss = F.cross_entropy(out[scored] @ ce_head.T, tgt[scored])
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -3,7 +3,8 @@
 Pair i is (feature at i, embedding of token i + 1); the head predicts the
 feature at i + 1. The loss is EAGLE's: smooth-L1 on the feature plus 0.1 x
 cross-entropy of the target's LM head on the predicted feature against the
-target's own next-token choice. A second pass feeds the head its own
+target's own next-token choice (on the answers, which the target decoded
+greedily, so the next token is that choice and costs no extra LM-head pass). A second pass feeds the head its own
 predictions (as it will be fed while drafting several tokens) so that later
 draft positions are trained too. Cross-entropy runs over the most frequent
 tokens only, which is where the drafts come from and keeps training cheap.
@@ -42,13 +43,26 @@ class EagleHead(nn.Module):
         return {k: (v.half() if v.is_floating_point() else v) for k, v in out.items()}
 
 
-def target_labels(samples: Seq[Sample], head: torch.Tensor) -> list[torch.Tensor]:
-    """The target's next-token choice at every feature (argmax of its LM head)."""
-    out = []
-    with torch.no_grad():
-        for s in samples:
-            out.append((s.features.float() @ head.T).argmax(-1))
-    return out
+def answer_labels(sample: Sample, remap: torch.Tensor) -> torch.Tensor:
+    """Per position j, the (remapped) token at j + 1 where that token is the
+    target's own greedy choice (the answer), else -100 (prompt text is not the
+    target's, and tokens outside the trained vocabulary are not scored)."""
+    labels = remap[sample.tokens[1:]]
+    labels[: sample.num_prompt - 1] = -100
+    return labels
+
+
+def token_counts(samples: Seq[Sample], vocab_size: int) -> torch.Tensor:
+    """How often the target chose each token: the draft vocabulary's ranking."""
+    return torch.bincount(torch.cat([s.tokens[s.num_prompt :] for s in samples]), minlength=vocab_size)
+
+
+def ce_vocabulary(counts: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the ``size`` most chosen ids, a map from id to their index or -100)."""
+    top = torch.argsort(counts, descending=True, stable=True)[:size]
+    remap = torch.full((counts.shape[0],), -100, dtype=torch.int64)
+    remap[top] = torch.arange(top.shape[0])
+    return top, remap
 
 
 def _batches(lengths: list[int], tokens_per_batch: int, rng: random.Random) -> list[list[int]]:
@@ -83,11 +97,9 @@ def train_eagle(
     outputs are far larger than the features, and the loss started 5x higher)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    labels = target_labels(samples, head)
-    counts = torch.bincount(torch.cat(labels), minlength=config.vocab_size)
-    top = torch.argsort(counts, descending=True, stable=True)[:ce_vocab]
-    remap = torch.full((config.vocab_size,), -100, dtype=torch.int64)
-    remap[top] = torch.arange(top.shape[0])
+    counts = token_counts(samples, config.vocab_size)
+    top, remap = ce_vocabulary(counts, ce_vocab)
+    labels = [answer_labels(s, remap) for s in samples]
     ce_head = head[top].contiguous()
     model = EagleHead(config)
     lengths = [s.features.shape[0] for s in samples]
@@ -110,7 +122,7 @@ def train_eagle(
                 n = lengths[i]
                 feats[row, :n] = samples[i].features.float()
                 toks[row, :n] = samples[i].tokens[1 : n + 1]
-                tgt_labels[row, : n - 1] = remap[labels[i][1:n]]
+                tgt_labels[row, : n - 1] = labels[i][1:n]
                 mask[row, : n - 1] = True
             target = torch.cat([feats[:, 1:], feats[:, :1]], dim=1)  # feature i + 1 (row n-1 masked)
             embeds = head[toks]
@@ -120,7 +132,8 @@ def train_eagle(
             loss, parts = 0.0, []
             for out in (out1, out2):
                 reg = F.smooth_l1_loss(out[mask], target[mask])
-                ce = F.cross_entropy(out[mask] @ ce_head.T, tgt_labels[mask], ignore_index=-100)
+                scored = tgt_labels >= 0
+                ce = F.cross_entropy(out[scored] @ ce_head.T, tgt_labels[scored])
                 loss = loss + reg + CE_WEIGHT * ce
                 parts += [reg.item(), ce.item()]
             opt.zero_grad()

@@ -27,7 +27,7 @@ def training_samples(llm: LLM, num_prompts: int, max_tokens: int, seed: int, log
     path = cache_dir() / "train" / f"samples-{key}.pt"
     if path.exists():
         data = torch.load(path)
-        return [Sample(t, f) for t, f in zip(data["tokens"], data["features"])]
+        return [Sample(t, p, f) for t, p, f in zip(data["tokens"], data["num_prompt"], data["features"])]
     start, done = time.perf_counter(), [0]
 
     def progress(k: int) -> None:
@@ -37,7 +37,7 @@ def training_samples(llm: LLM, num_prompts: int, max_tokens: int, seed: int, log
 
     samples = collect(llm, build_prompt_pool(num_prompts, seed), max_tokens, on_done=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"tokens": [s.tokens for s in samples], "features": [s.features for s in samples]}, path)
+    torch.save({"tokens": [s.tokens for s in samples], "num_prompt": [s.num_prompt for s in samples], "features": [s.features for s in samples]}, path)
     return samples
 
 
