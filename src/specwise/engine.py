@@ -44,9 +44,6 @@ class Engine:
             seq.stats.prompt_tokens = seq.num_prompt
         hidden = self._hidden(tokens, positions, slots)
         logits = self.model.logits(hidden, torch.tensor(last_rows))
-        if self.drafter is not None:
-            starts = [0, *(r + 1 for r in last_rows[:-1])]
-            features = [hidden[a : b + 1] for a, b in zip(starts, last_rows)] if self.drafter.needs_features else None
         for i, seq in enumerate(seqs):
             self.cache.truncate(seq.slot, len(seq.token_ids))
             _, first = self._verify(seq, logits[i : i + 1], Draft([]))
@@ -54,6 +51,8 @@ class Engine:
             seq.stats.ttft_s = seq.stats.prefill_s = time.perf_counter() - now
             seq.stats.prefills = 1
         if self.drafter is not None:
+            starts = [0, *(r + 1 for r in last_rows[:-1])]
+            features = [hidden[a : b + 1] for a, b in zip(starts, last_rows)] if self.drafter.needs_features else None
             self.drafter.on_verified(seqs, features)
 
     def max_draft(self, seq: Sequence) -> int:
@@ -84,18 +83,20 @@ class Engine:
         logits = self.model.logits(hidden)
         t2 = time.perf_counter()
         offset = 0
-        accepted, features = [], []
+        accepted: list[int] = []
+        features: list[torch.Tensor] | None = [] if self.drafter is not None and self.drafter.needs_features else None
         for seq, draft in zip(seqs, drafts):
             k = len(draft.tokens)
             n, nxt = self._verify(seq, logits[offset : offset + k + 1], draft)
-            features.append(hidden[offset : offset + n + 1])
+            if features is not None:
+                features.append(hidden[offset : offset + n + 1])
             offset += k + 1
             accepted.append(n)
             seq.stats.record_step(k, n, draft_s=t1 - t0, target_s=t2 - t1)
             self.cache.truncate(seq.slot, len(seq.token_ids) + n)  # the fed token + n accepted drafts
             self._append(seq, [*draft.tokens[:n], nxt])
         if self.drafter is not None:
-            self.drafter.on_verified(seqs, features if self.drafter.needs_features else None)
+            self.drafter.on_verified(seqs, features)
         return [len(d.tokens) for d in drafts], accepted
 
     def finish(self, seq: Sequence) -> None:

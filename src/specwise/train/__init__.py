@@ -1,1 +1,1 @@
-"""Data for training draft models on a target model's own outputs."""
+"""Training drafts for a target on text the target writes itself."""

@@ -5,8 +5,6 @@ the target's own next token on text the target wrote."""
 from __future__ import annotations
 
 import json
-import math
-import random
 import shutil
 from collections.abc import Callable, Sequence as Seq
 from pathlib import Path
@@ -18,7 +16,7 @@ from torch import nn
 from specwise.models.config import ModelConfig
 from specwise.models.tokenizer import Tokenizer
 from specwise.train.collect import Sample
-from specwise.train.eagle import _batches, answer_labels, ce_vocabulary, token_counts
+from specwise.train.loop import answer_labels, fit
 from specwise.train.torch_llama import TorchLayer, rms_norm, rope_tables
 
 
@@ -53,44 +51,30 @@ def train_draft_model(
     """Returns HF-named weights of a ``len(init_layers)``-layer model whose layers
     start as the target's ``init_layers``."""
     torch.manual_seed(seed)
-    rng = random.Random(seed)
-    counts = token_counts(samples, config.vocab_size)
-    top, remap = ce_vocabulary(counts, ce_vocab)
-    labels = [answer_labels(s, remap) for s in samples]
-    ce_head = head[top].contiguous()
+    labels = answer_labels(samples, head, ce_vocab)
     model = DraftModel(config, len(init_layers))
     for layer, src in zip(model.layers, init_layers):
-        prefix = f"model.layers.{src}."
-        layer.load_hf_state(target_weights, prefix)
+        layer.load_hf_state(target_weights, f"model.layers.{src}.")
     with torch.no_grad():
         model.norm.copy_(target_weights["model.norm.weight"])
     lengths = [s.features.shape[0] for s in samples]
     cos, sin = rope_tables(config, max(lengths))
-    steps = epochs * len(_batches(lengths, tokens_per_batch, random.Random(0)))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    step = 0
-    for epoch in range(epochs):
-        for batch in _batches(lengths, tokens_per_batch, rng):
-            t = max(lengths[i] for i in batch)
-            toks = torch.zeros(len(batch), t, dtype=torch.int64)
-            tgt = torch.full((len(batch), t), -100, dtype=torch.int64)
-            for row, i in enumerate(batch):
-                n = lengths[i]
-                toks[row, :n] = samples[i].tokens[:n]
-                tgt[row, :n] = labels[i][:n]
-            out = model(head[toks], cos[:t], sin[:t])
-            scored = tgt >= 0
-            loss = F.cross_entropy(out[scored] @ ce_head.T, tgt[scored])
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            if step % 20 == 0 or step == steps:
-                log(f"epoch {epoch + 1} step {step}/{steps}: ce {loss.item():.3f}")
-    weights = {"model.norm.weight": model.norm.detach().float(), "model.embed_tokens.weight": head, "token_counts": counts}
+
+    def loss_fn(batch: list[int]) -> tuple[torch.Tensor, str]:
+        t = max(lengths[i] for i in batch)
+        toks = torch.zeros(len(batch), t, dtype=torch.int64)
+        tgt = torch.full((len(batch), t), -100, dtype=torch.int64)
+        for row, i in enumerate(batch):
+            n = lengths[i]
+            toks[row, :n] = samples[i].tokens[:n]
+            tgt[row, :n] = labels.per_sample[i][:n]
+        out = model(head[toks], cos[:t], sin[:t])
+        scored = tgt >= 0
+        loss = F.cross_entropy(out[scored] @ labels.head.T, tgt[scored])
+        return loss, f"ce {loss.item():.3f}"
+
+    fit(model, lengths, loss_fn, epochs=epochs, lr=lr, tokens_per_batch=tokens_per_batch, seed=seed, log=log)
+    weights = {"model.norm.weight": model.norm.detach().float(), "model.embed_tokens.weight": head, "token_counts": labels.counts}
     for i, layer in enumerate(model.layers):
         weights.update(layer.hf_state(f"model.layers.{i}."))
     return weights

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from specwise.api import LLM
 
 
-def training_samples(llm: LLM, num_prompts: int, max_tokens: int, seed: int, log=print) -> list[Sample]:  # type: ignore[no-untyped-def]
+def training_samples(llm: LLM, num_prompts: int, max_tokens: int, seed: int, log: Callable[[str], None] = print) -> list[Sample]:
     """The target's answers to the prompt pool, with features; cached, since
     generating them is most of the cost of training."""
     key = hashlib.sha256(f"{llm.source}:{num_prompts}:{max_tokens}:{seed}".encode()).hexdigest()[:16]
@@ -45,7 +46,7 @@ def _head(llm: LLM) -> torch.Tensor:
     return llm.model.head_rows(torch.arange(llm.config.vocab_size)).contiguous()
 
 
-def make_eagle(llm: LLM, samples: list[Sample], output: Path, epochs: int, seed: int, log=print) -> None:  # type: ignore[no-untyped-def]
+def make_eagle(llm: LLM, samples: list[Sample], output: Path, epochs: int, seed: int, log: Callable[[str], None] = print) -> None:
     from specwise.train.eagle import train_eagle
 
     trained = train_eagle(llm.config, _head(llm), samples, epochs=epochs, seed=seed, log=log)
@@ -53,7 +54,7 @@ def make_eagle(llm: LLM, samples: list[Sample], output: Path, epochs: int, seed:
     save_eagle(output, trained, meta)
 
 
-def make_draft_model(llm: LLM, samples: list[Sample], output: Path, layers: list[int], epochs: int, seed: int, log=print) -> None:  # type: ignore[no-untyped-def]
+def make_draft_model(llm: LLM, samples: list[Sample], output: Path, layers: list[int], epochs: int, seed: int, log: Callable[[str], None] = print) -> None:
     from specwise.train.draft_model import save_hf_dir, train_draft_model
 
     weights = load_checkpoint(llm.source).weights
