@@ -6,6 +6,7 @@ import torch
 
 from specwise.errors import SpecwiseError
 from specwise.models.config import ModelConfig
+from specwise.models.native import KB
 
 
 class KVCache:
@@ -21,12 +22,22 @@ class KVCache:
     def __init__(self, config: ModelConfig, num_slots: int, max_len: int) -> None:
         if max_len > config.max_position:
             raise SpecwiseError(f"max context {max_len} exceeds the model's {config.max_position}")
-        shape = (config.num_layers, num_slots, max_len, config.num_kv_heads, config.head_dim)
-        self.k = torch.zeros(shape, dtype=torch.float32)
-        self.v = torch.zeros(shape, dtype=torch.float32)
+        # Positions per slot, rounded up to whole key blocks. Keys are stored in
+        # blocks of KB positions, transposed ([D][KB]), so that the attention
+        # kernel scores KB keys with vertical FMAs; values stay row-major.
+        self.stride = -(-max_len // KB) * KB
+        c = config
+        self.k = torch.zeros(c.num_layers, num_slots, c.num_kv_heads, self.stride // KB, c.head_dim, KB, dtype=torch.float32)
+        self.v = torch.zeros(c.num_layers, num_slots, c.num_kv_heads, self.stride, c.head_dim, dtype=torch.float32)
         self.max_len = max_len
         self.lengths = [0] * num_slots
         self._free = list(range(num_slots - 1, -1, -1))
+
+    def entries(self, slot: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of a slot's first n positions, [layers, n, kv_heads, head_dim] each
+        (a copy, for inspection)."""
+        k = self.k[:, slot].permute(0, 2, 4, 1, 3).flatten(1, 2)[:, :n]
+        return k.contiguous(), self.v[:, slot].transpose(1, 2)[:, :n].contiguous()
 
     @property
     def num_slots(self) -> int:

@@ -104,7 +104,7 @@ class EagleDrafter(AutoregressiveDrafter):
     ) -> torch.Tensor:
         x = torch.cat([feats, self.target.embed(torch.tensor(tokens))], dim=1).contiguous()
         x = native.linear(x, self.fc, self.config.hidden_size)
-        run_layer(self.config, self.layer, x, torch.tensor(positions), torch.tensor(slots), self.cache.k[0], self.cache.v[0], self.cache.max_len, self.target.rope)
+        run_layer(self.config, self.layer, x, torch.tensor(positions), torch.tensor(slots), self.cache, 0, self.target.rope)
         if rows is not None:
             x = x[rows].contiguous()
         for seq, guess in zip(seqs, x):

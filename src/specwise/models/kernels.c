@@ -208,11 +208,22 @@ void sw_silu_mul(const float *gu, int64_t M, int64_t F, float *out) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* RoPE (rotate-half layout) on q and k inside qkv rows, then store k and v   */
-/* into the cache at (slot, position).                                        */
-/* qkv: [R, (H + 2 Hkv) * D]; cos/sin tables: [max_pos, D/2];                 */
-/* kc, vc: [slots, T, Hkv, D] for one layer.                                  */
+/* KV cache layout, per layer:                                                */
+/*   keys   [slots][Hkv][T/KB][D][KB]  (blocks of KB positions, transposed,   */
+/*          so the scores of KB keys are vertical FMAs over d);               */
+/*   values [slots][Hkv][T][D].                                               */
+/* T (positions per slot) is a multiple of KB.                                */
 /* ------------------------------------------------------------------------ */
+#define KB 16
+
+static inline float *key_at(float *kc, int64_t slot, int64_t g, int64_t t, int64_t Hkv,
+                            int64_t D, int64_t T) {
+    return kc + ((slot * Hkv + g) * (T / KB) + t / KB) * D * KB + t % KB;
+}
+
+/* RoPE (rotate-half layout) on q and k inside qkv rows, then store k and v
+ * into the cache at (slot, position). qkv: [R, (H + 2 Hkv) * D];
+ * cos/sin tables: [max_pos, D/2]. */
 static inline void rope_head(float *v, const float *c, const float *s, int64_t half) {
     for (int64_t i = 0; i < half; i++) {
         float a = v[i], b = v[i + half];
@@ -229,68 +240,199 @@ void sw_rope_store(float *qkv, int64_t R, int64_t H, int64_t Hkv, int64_t D, con
         float *q = qkv + r * row, *k = q + H * D, *v = k + Hkv * D;
         const float *c = cosv + pos[r] * half, *s = sinv + pos[r] * half;
         for (int64_t h = 0; h < H + Hkv; h++) rope_head(q + h * D, c, s, half);
-        float *kd = kc + (slot[r] * T + pos[r]) * Hkv * D;
-        float *vd = vc + (slot[r] * T + pos[r]) * Hkv * D;
-        memcpy(kd, k, Hkv * D * sizeof(float));
-        memcpy(vd, v, Hkv * D * sizeof(float));
+        for (int64_t g = 0; g < Hkv; g++) {
+            float *kd = key_at(kc, slot[r], g, pos[r], Hkv, D, T);
+            for (int64_t d = 0; d < D; d++) kd[d * KB] = k[g * D + d];
+            memcpy(vc + ((slot[r] * Hkv + g) * T + pos[r]) * D, v + g * D, D * sizeof(float));
+        }
     }
 }
 
 /* ------------------------------------------------------------------------ */
 /* Causal attention for ragged rows: row r attends to cache positions        */
 /* 0..pos[r] of its own slot. q: [R, H*D] with row stride ldq; out: [R, H*D]. */
+/*                                                                            */
+/* Work is tiled so that one load of a key or value serves several queries:   */
+/* the query heads of a KV group, and up to TILE_ROWS rows of one sequence at */
+/* consecutive positions (verify rows, prompt rows). Every score is the FMA   */
+/* chain over d = 0..D-1; every softmax sum runs over 8-lane blocks from      */
+/* position 0; every output element is the FMA chain over positions 0..n-1   */
+/* (positions a row may not see carry probability exactly 0, which adds      */
+/* exactly nothing). So no result depends on the tiling or on other rows.     */
 /* ------------------------------------------------------------------------ */
-void sw_attention(const float *q, int64_t ldq, int64_t R, int64_t H, int64_t Hkv, int64_t D,
-                  const float *kc, const float *vc, int64_t T, const int64_t *pos,
-                  const int64_t *slot, float scale, float *out) {
-    int64_t group = H / Hkv;
-#pragma omp parallel
-    {
-        float *scores = malloc(sizeof(float) * (T + 8));
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t rh = 0; rh < R * H; rh++) {
-            int64_t r = rh / H, h = rh % H, g = h / group, n = pos[r] + 1;
-            const float *qh = q + r * ldq + h * D;
-            const float *kb = kc + slot[r] * T * Hkv * D + g * D;
-            const float *vb = vc + slot[r] * T * Hkv * D + g * D;
-            int64_t stride = Hkv * D;
-            float mx = -INFINITY;
-            for (int64_t t = 0; t < n; t++) {
-                const float *kt = kb + t * stride;
-                v8 a0 = v8_splat(0), a1 = v8_splat(0);
-                int64_t d = 0;
-                for (; d + 16 <= D; d += 16) {
-                    a0 += v8_load(qh + d) * v8_load(kt + d);
-                    a1 += v8_load(qh + d + 8) * v8_load(kt + d + 8);
-                }
-                float sc = v8_sum(a0 + a1);
-                for (; d < D; d++) sc += qh[d] * kt[d];
-                sc *= scale;
-                scores[t] = sc;
-                mx = sc > mx ? sc : mx;
-            }
-            for (int64_t t = n; t < ((n + 7) & ~(int64_t)7); t++) scores[t] = -INFINITY;
-            v8 sumv = v8_splat(0);
-            for (int64_t t = 0; t < n; t += 8) {
-                v8 e = v8_exp(v8_load(scores + t) - v8_splat(mx));
-                e = v8_sel(v8_load(scores + t) == v8_splat(-INFINITY), v8_splat(0), e);
-                v8_store(scores + t, e);
-                sumv += e;
-            }
-            float inv = 1.0f / v8_sum(sumv);
-            float *o = out + r * H * D + h * D;
-            for (int64_t d0 = 0; d0 < D; d0 += 64) { /* D % 8 == 0 (checked at load) */
-                int64_t nv = (D - d0 < 64 ? D - d0 : 64) / 8;
-                v8 acc[8];
-                for (int j = 0; j < 8; j++) acc[j] = v8_splat(0);
-                for (int64_t t = 0; t < n; t++) {
-                    const float *vt = vb + t * stride + d0;
-                    v8 p = v8_splat(scores[t]);
-                    for (int j = 0; j < nv; j++) acc[j] += p * v8_load(vt + 8 * j);
-                }
-                for (int j = 0; j < nv; j++) v8_store(o + d0 + 8 * j, acc[j] * v8_splat(inv));
+#define TILE_ROWS 2
+#define MAX_GROUP 16 /* query heads per KV head handled in one tile */
+
+/* Scores of NQ queries against NB consecutive blocks of KB keys ([D][KB] each):
+ * NQ * NB * 2 independent FMA chains, enough to hide the FMA latency. */
+#define DEFINE_SCORES(NQ, NB)                                                              \
+    static void scores_##NQ##_##NB(const float *const *q, const float *kb, int64_t D,      \
+                                   float *const *s) {                                      \
+        v8 acc[NQ][2 * NB];                                                                \
+        for (int i = 0; i < NQ; i++)                                                       \
+            for (int j = 0; j < 2 * NB; j++) acc[i][j] = v8_splat(0);                      \
+        for (int64_t d = 0; d < D; d++) {                                                  \
+            v8 k[2 * NB];                                                                  \
+            for (int j = 0; j < 2 * NB; j++) k[j] = v8_load(kb + j / 2 * KB * D + d * KB + j % 2 * 8); \
+            for (int i = 0; i < NQ; i++) {                                                 \
+                v8 b = v8_splat(q[i][d]);                                                  \
+                for (int j = 0; j < 2 * NB; j++) acc[i][j] += b * k[j];                    \
+            }                                                                              \
+        }                                                                                  \
+        for (int i = 0; i < NQ; i++)                                                       \
+            for (int j = 0; j < 2 * NB; j++) v8_store(s[i] + 8 * j, acc[i][j]);            \
+    }
+
+/* o_i[0..8 NV) = sum over t < n of p_i[t] * v[t][0..8 NV), for NQ queries. */
+#define DEFINE_PV(NQ, NV)                                                                  \
+    static void pv_##NQ##_##NV(const float *const *p, int64_t n, const float *v,           \
+                               int64_t ldv, float *const *o) {                             \
+        v8 acc[NQ][NV];                                                                    \
+        for (int i = 0; i < NQ; i++)                                                       \
+            for (int j = 0; j < NV; j++) acc[i][j] = v8_splat(0);                          \
+        for (int64_t t = 0; t < n; t++) {                                                  \
+            v8 vt[NV];                                                                     \
+            for (int j = 0; j < NV; j++) vt[j] = v8_load(v + t * ldv + 8 * j);             \
+            for (int i = 0; i < NQ; i++) {                                                 \
+                v8 b = v8_splat(p[i][t]);                                                  \
+                for (int j = 0; j < NV; j++) acc[i][j] += b * vt[j];                       \
+            }                                                                              \
+        }                                                                                  \
+        for (int i = 0; i < NQ; i++)                                                       \
+            for (int j = 0; j < NV; j++) v8_store(o[i] + 8 * j, acc[i][j]);                \
+    }
+
+DEFINE_SCORES(1, 4)
+DEFINE_SCORES(2, 3)
+DEFINE_SCORES(3, 2)
+DEFINE_SCORES(1, 1)
+DEFINE_SCORES(2, 1)
+DEFINE_SCORES(3, 1)
+DEFINE_SCORES(4, 1)
+DEFINE_SCORES(5, 1)
+DEFINE_SCORES(6, 1)
+DEFINE_PV(1, 8)
+DEFINE_PV(1, 4)
+DEFINE_PV(2, 4)
+DEFINE_PV(3, 4)
+DEFINE_PV(1, 1)
+DEFINE_PV(2, 1)
+DEFINE_PV(3, 1)
+
+typedef void (*scores_fn)(const float *const *, const float *, int64_t, float *const *);
+/* Per query count: several key blocks at once (WIDE, NB blocks) or one. */
+static const scores_fn SCORES_WIDE[7] = {0, scores_1_4, scores_2_3, scores_3_2, scores_4_1, scores_5_1, scores_6_1};
+static const int WIDE_BLOCKS[7] = {0, 4, 3, 2, 1, 1, 1};
+static const scores_fn SCORES_ONE[7] = {0, scores_1_1, scores_2_1, scores_3_1, scores_4_1, scores_5_1, scores_6_1};
+typedef void (*pv_fn)(const float *const *, int64_t, const float *, int64_t, float *const *);
+static const pv_fn PV4[4] = {0, pv_1_4, pv_2_4, pv_3_4};
+static const pv_fn PV1[4] = {0, pv_1_1, pv_2_1, pv_3_1};
+
+/* Softmax of one query's scores in place over n visible positions; the rest of
+ * the row, up to `width`, becomes exactly 0. Returns 1 / sum. */
+static float softmax_row(float *s, int64_t n, int64_t width, float scale) {
+    int64_t n8 = (n + 7) & ~(int64_t)7;
+    v8 mxv = v8_splat(-INFINITY);
+    for (int64_t t = 0; t < n8; t += 8) {
+        v8 idx = {0, 1, 2, 3, 4, 5, 6, 7};
+        v8 x = v8_sel(idx + v8_splat((float)t) < v8_splat((float)n), v8_load(s + t) * v8_splat(scale),
+                      v8_splat(-INFINITY));
+        v8_store(s + t, x);
+        mxv = v8_sel(x > mxv, x, mxv);
+    }
+    float mx = -INFINITY;
+    for (int j = 0; j < 8; j++) mx = mxv[j] > mx ? mxv[j] : mx;
+    v8 sumv = v8_splat(0);
+    for (int64_t t = 0; t < n8; t += 8) {
+        v8 x = v8_load(s + t);
+        v8 e = v8_sel(x == v8_splat(-INFINITY), v8_splat(0), v8_exp(x - v8_splat(mx)));
+        v8_store(s + t, e);
+        sumv += e;
+    }
+    for (int64_t t = n8; t < width; t++) s[t] = 0;
+    return 1.0f / v8_sum(sumv);
+}
+
+/* Rows [r0, r1) of one slot at consecutive positions, query heads [h0, h0 + nh) of
+ * KV group g. buf holds (r1 - r0) * nh score rows of stride T + KB. */
+static void attend_tile(const float *q, int64_t ldq, int64_t r0, int64_t r1, int64_t h0, int64_t nh,
+                        int64_t g, int64_t Hkv, int64_t D, const float *kc, const float *vc,
+                        int64_t T, const int64_t *pos, int64_t slot, float scale, float *out,
+                        int64_t H, float *buf) {
+    int64_t nq = (r1 - r0) * nh, width = ((pos[r1 - 1] + 1 + KB - 1) / KB) * KB;
+    const float *qp[TILE_ROWS * MAX_GROUP];
+    float *sp[TILE_ROWS * MAX_GROUP], *op[TILE_ROWS * MAX_GROUP], inv[TILE_ROWS * MAX_GROUP];
+    int64_t n[TILE_ROWS * MAX_GROUP];
+    for (int64_t i = 0; i < nq; i++) {
+        int64_t r = r0 + i / nh, h = h0 + i % nh;
+        qp[i] = q + r * ldq + h * D;
+        op[i] = out + r * H * D + h * D;
+        sp[i] = buf + i * (T + KB);
+        n[i] = pos[r] + 1;
+    }
+    const float *kb = kc + (slot * Hkv + g) * T * D;
+    for (int64_t i = 0; i < nq; i += 6) {
+        int64_t m = nq - i < 6 ? nq - i : 6, wide = WIDE_BLOCKS[m] * KB;
+        float *st[6];
+        for (int64_t t0 = 0; t0 < width;) {
+            for (int64_t j = 0; j < m; j++) st[j] = sp[i + j] + t0;
+            if (t0 + wide <= width) {
+                SCORES_WIDE[m](qp + i, kb + t0 * D, D, st);
+                t0 += wide;
+            } else {
+                SCORES_ONE[m](qp + i, kb + t0 * D, D, st);
+                t0 += KB;
             }
         }
-        free(scores);
     }
+    for (int64_t i = 0; i < nq; i++) inv[i] = softmax_row(sp[i], n[i], width, scale);
+    const float *vb = vc + (slot * Hkv + g) * T * D;
+    for (int64_t i = 0; i < nq; i += 3) {
+        int64_t m = nq - i < 3 ? nq - i : 3, len = 0;
+        for (int64_t j = 0; j < m; j++) len = n[i + j] > len ? n[i + j] : len;
+        float *o[3];
+        int64_t d0 = 0;
+        if (m == 1)
+            for (; d0 + 64 <= D; d0 += 64) {
+                o[0] = op[i] + d0;
+                pv_1_8((const float *const *)(sp + i), len, vb + d0, D, o);
+            }
+        for (; d0 + 32 <= D; d0 += 32) {
+            for (int64_t j = 0; j < m; j++) o[j] = op[i + j] + d0;
+            PV4[m]((const float *const *)(sp + i), len, vb + d0, D, o);
+        }
+        for (; d0 < D; d0 += 8) {
+            for (int64_t j = 0; j < m; j++) o[j] = op[i + j] + d0;
+            PV1[m]((const float *const *)(sp + i), len, vb + d0, D, o);
+        }
+        for (int64_t j = 0; j < m; j++)
+            for (int64_t d = 0; d < D; d += 8)
+                v8_store(op[i + j] + d, v8_load(op[i + j] + d) * v8_splat(inv[i + j]));
+    }
+}
+
+/* Needs H / Hkv <= MAX_GROUP and T % KB == 0 (checked when a model is loaded). */
+void sw_attention(const float *q, int64_t ldq, int64_t R, int64_t H, int64_t Hkv, int64_t D,
+                 const float *kc, const float *vc, int64_t T, const int64_t *pos,
+                 const int64_t *slot, float scale, float *out) {
+    int64_t group = H / Hkv;
+    int64_t *start = malloc((R + 1) * sizeof *start), tiles = 0;
+    for (int64_t r = 0; r < R; r++)
+        if (!tiles || slot[r] != slot[r - 1] || pos[r] != pos[r - 1] + 1 || r - start[tiles - 1] == TILE_ROWS)
+            start[tiles++] = r;
+    start[tiles] = R;
+    /* Too few (tile, group) items to keep the threads busy: give each head its own item. */
+    int64_t nh = tiles * Hkv >= 8 ? group : 1, parts = group / nh, items = tiles * Hkv * parts;
+#pragma omp parallel
+    {
+        float *buf = malloc(sizeof(float) * TILE_ROWS * nh * (T + KB));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            int64_t tile = it / (Hkv * parts), g = it / parts % Hkv, h0 = g * group + it % parts * nh;
+            attend_tile(q, ldq, start[tile], start[tile + 1], h0, nh, g, Hkv, D, kc, vc, T, pos,
+                        slot[start[tile]], scale, out, H, buf);
+        }
+        free(buf);
+    }
+    free(start);
 }

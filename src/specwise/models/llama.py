@@ -62,6 +62,10 @@ class LlamaModel:
         c = config
         if c.head_dim % 8:
             raise SpecwiseError(f"head dimension {c.head_dim} is not a multiple of 8, which the CPU kernels need")
+        if c.num_heads % c.num_kv_heads or c.num_heads // c.num_kv_heads > native.MAX_GROUP:
+            raise SpecwiseError(
+                f"{c.num_heads} query heads over {c.num_kv_heads} KV heads: the CPU kernels need whole groups of at most {native.MAX_GROUP}"
+            )
 
         self.layers = [Layer.from_weights(weights, f"model.layers.{i}.") for i in range(c.num_layers)]
         self.norm = _take(weights, "model.norm.weight")
@@ -123,7 +127,7 @@ class LlamaModel:
         positions = positions.contiguous()
         slots = slots.contiguous()
         for i, j in zip(layers, cache_layers):
-            run_layer(self.config, self.layers[i], x, positions, slots, cache.k[j], cache.v[j], cache.max_len, self.rope)
+            run_layer(self.config, self.layers[i], x, positions, slots, cache, j, self.rope)
         return x
 
     def logits(self, x: torch.Tensor, rows: torch.Tensor | None = None, head: TrimmedHead | None = None) -> torch.Tensor:
@@ -160,25 +164,26 @@ def run_layer(
     x: torch.Tensor,
     positions: torch.Tensor,
     slots: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    max_len: int,
+    cache: KVCache,
+    cache_layer: int,
     rope: tuple[torch.Tensor, torch.Tensor],
 ) -> None:
-    """One decoder layer over rows x [R, hidden], in place; writes the rows' K/V to the cache."""
+    """One decoder layer over rows x [R, hidden], in place; writes the rows' K/V to
+    layer ``cache_layer`` of the cache."""
     lib = native.lib()
     rows = x.shape[0]
+    k_cache, v_cache = cache.k[cache_layer], cache.v[cache_layer]
     h = native.rmsnorm(x, layer.attn_norm, c.rms_norm_eps)
     qkv = native.linear(h, layer.qkv, (c.num_heads + 2 * c.num_kv_heads) * c.head_dim)
     lib.sw_rope_store(
         qkv.data_ptr(), rows, c.num_heads, c.num_kv_heads, c.head_dim,
         rope[0].data_ptr(), rope[1].data_ptr(), positions.data_ptr(), slots.data_ptr(),
-        k_cache.data_ptr(), v_cache.data_ptr(), max_len,
+        k_cache.data_ptr(), v_cache.data_ptr(), cache.stride,
     )  # fmt: skip
     attn = torch.empty(rows, c.num_heads * c.head_dim, dtype=torch.float32)
     lib.sw_attention(
         qkv.data_ptr(), qkv.stride(0), rows, c.num_heads, c.num_kv_heads, c.head_dim,
-        k_cache.data_ptr(), v_cache.data_ptr(), max_len, positions.data_ptr(), slots.data_ptr(),
+        k_cache.data_ptr(), v_cache.data_ptr(), cache.stride, positions.data_ptr(), slots.data_ptr(),
         1.0 / math.sqrt(c.head_dim), attn.data_ptr(),
     )  # fmt: skip
     x += native.linear(attn, layer.o, c.hidden_size)

@@ -21,6 +21,8 @@ from specwise.errors import SpecwiseError
 from specwise.paths import cache_dir
 
 NR = 16  # columns per packed weight panel; must match kernels.c
+KB = 16  # positions per key block of the KV cache; must match kernels.c
+MAX_GROUP = 16  # query heads per KV head the attention kernel handles; must match kernels.c
 _SOURCE = Path(__file__).with_name("kernels.c")
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
 
