@@ -19,7 +19,7 @@ class PerRequestK(FixedPolicy):
         super().__init__(0)
         self.ks = ks
 
-    def choose(self, seqs, max_k):
+    def choose(self, seqs, max_k, base_rows=0):
         return [min(self.ks[s.request_id], m) for s, m in zip(seqs, max_k)]
 
 
@@ -70,3 +70,21 @@ def test_a_second_turn_that_outgrows_the_context_ends_that_conversation_only(llm
     assert len(fine.turn_texts) == 2
     [alone] = llm.generate([reqs[1]], params)
     assert fine.token_ids == alone.token_ids
+
+
+def test_prompts_fed_in_chunks_beside_decoding_sequences_change_nothing(llm):
+    """A step budget far below the prompt lengths: every prompt is fed over several
+    steps while other sequences decode (and draft) in the same steps."""
+    reqs = _requests(6)
+    params = SamplingParams(max_tokens=24)
+    solo = [llm.generate([r], params, None)[0].token_ids for r in reqs]
+    budget, llm.max_batched_tokens = llm.max_batched_tokens, 7
+    try:
+        arrivals = [0.0, 0.0, 0.2, 0.2, 0.4, 0.6]
+        for spec in (SpeculativeConfig("ngram", 4), SpeculativeConfig("ngram+eagle", 3)):
+            out = llm.generate(reqs, params, spec, concurrency=3, arrivals=arrivals)
+            for r, s, o in zip(reqs, solo, out):
+                assert o.token_ids == s, f"{r.id} changed when its prompt was chunked ({spec.drafter})"
+            assert sum(o.stats.accepted for o in out) > 0
+    finally:
+        llm.max_batched_tokens = budget

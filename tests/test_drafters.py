@@ -82,7 +82,8 @@ def _first_token_q(llm, spec: SpeculativeConfig, params: SamplingParams) -> tupl
     engine = Engine(llm.model, llm.tokenizer, cache, drafter)
     ids = llm.encode_messages([{"role": "user", "content": "Write a sentence about the sea."}], chat=True)
     seq = Sequence("q", list(ids), len(ids), params, slot=-1, generator=torch.Generator().manual_seed(1))
-    engine.prefill([seq])
+    engine.admit(seq)
+    engine.step([seq], [0])  # the whole prompt; emits the first token
     [draft] = drafter.propose([seq], [1])
     assert draft.probs is not None and draft.probs.shape == (1, llm.config.vocab_size)
     full = llm.model.forward(torch.tensor(seq.token_ids), torch.arange(len(seq.token_ids)), torch.zeros(len(seq.token_ids), dtype=torch.long), KVCache(llm.config, 1, 512), torch.tensor([len(seq.token_ids) - 1]))

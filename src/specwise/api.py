@@ -94,7 +94,9 @@ TextCallback = Callable[[str, str], None]
 class LLM:
     """A loaded target model with its tokenizer and a preallocated KV cache."""
 
-    def __init__(self, model: str | Path | None = None, *, max_model_len: int = 2048) -> None:
+    def __init__(self, model: str | Path | None = None, *, max_model_len: int = 2048, max_batched_tokens: int = 256) -> None:
+        """``max_batched_tokens``: rows per step before drafts (decoding sequences plus
+        prompt chunks); raised to concurrency + 1 where it is smaller."""
         ckpt = load_checkpoint(model if model is not None else default_model_path())
         self.source = ckpt.source
         self.config = ckpt.config
@@ -103,6 +105,9 @@ class LLM:
         if max_model_len < 2:
             raise SpecwiseError(f"max_model_len must be >= 2, got {max_model_len}")
         self.max_model_len = min(max_model_len, self.config.max_position)
+        if max_batched_tokens < 2:
+            raise SpecwiseError(f"max_batched_tokens must be >= 2, got {max_batched_tokens}")
+        self.max_batched_tokens = max_batched_tokens
         self.cache = KVCache(self.config, num_slots=1, max_len=self.max_model_len)
         self.drafters = DrafterFactory(self)
 
@@ -152,7 +157,7 @@ class LLM:
             self.cache = KVCache(self.config, num_slots=concurrency, max_len=self.max_model_len)
         drafter = self.drafters.build(spec, self.cache) if spec.speculates else None
         engine = Engine(self.model, self.tokenizer, self.cache, drafter)
-        sched = Scheduler(engine, policy or self.make_policy(spec), SchedulerConfig(max_num_seqs=concurrency))
+        sched = Scheduler(engine, policy or self.make_policy(spec), SchedulerConfig(concurrency, max(self.max_batched_tokens, concurrency + 1)))
         order = sorted(range(len(convs)), key=lambda i: arrivals[i] if arrivals else 0.0)
         owner: dict[int, _Conversation] = {}
         streams = {id(c): _Streamer(self.tokenizer, c.request.id, on_text) for c in convs} if on_text else {}

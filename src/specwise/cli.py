@@ -49,6 +49,10 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-tokens")
     common.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="apply the model's chat template (default on)")
     common.add_argument("--max-model-len", type=_positive_int, default=2048, help="context length to allocate per sequence (default 2048)")
+    common.add_argument(
+        "--max-batched-tokens", type=_positive_int, default=256,
+        help="rows per step before drafts: decoding sequences plus prompt chunks (chunked prefill; default 256)",
+    )  # fmt: skip
     return common
 
 
@@ -138,7 +142,7 @@ def _generate(args: argparse.Namespace) -> int:
         requests, args.compare = DEMO_PROMPTS, True
     _check_output(args.output)
 
-    llm = LLM(args.model, max_model_len=args.max_model_len)
+    llm = LLM(args.model, max_model_len=args.max_model_len, max_batched_tokens=args.max_batched_tokens)
     stream = len(requests) == 1 and not args.compare
     on_text = (lambda _rid, text: print(text, end="", flush=True)) if stream else None
     results = llm.generate(requests, params, spec, chat=args.chat, concurrency=args.concurrency, on_text=on_text)
@@ -174,7 +178,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise SpecwiseError("bench needs --prompts FILE.jsonl")
     _check_output(args.output)
     requests = load_prompts(args.prompts)[: args.limit]
-    llm = LLM(args.model, max_model_len=args.max_model_len)
+    llm = LLM(args.model, max_model_len=args.max_model_len, max_batched_tokens=args.max_batched_tokens)
     with Progress(console=Console(stderr=True)) as progress:
         task = progress.add_task("sweep", total=len(policies) * len(args.concurrency))
 

@@ -2,7 +2,10 @@
 
 One step serves any number of sequences, each with its own draft length: the
 rows of all sequences go through a single ragged forward, and each sequence
-accepts its own count. Rollback is the cache slot's length, set once per step.
+accepts its own count. Prompts are fed by the same steps, in chunks beside
+the decoding sequences' rows (chunked prefill), so a long prompt never stalls
+the others for its whole length. Rollback is the cache slot's length, set
+once per step.
 """
 
 from __future__ import annotations
@@ -30,41 +33,34 @@ class Engine:
         self.last_draft_s = 0.0
         """Drafting time of the last step (the policy weighs it against the drafts)."""
 
-    def prefill(self, seqs: Seq[Sequence]) -> None:
-        """Run the prompts of new sequences (one ragged forward) and emit each first token."""
-        now = time.perf_counter()
-        tokens, positions, slots, last_rows = [], [], [], []
-        for seq in seqs:
-            seq.slot = self.cache.allocate()
-            n = len(seq.token_ids)
-            tokens += seq.token_ids
-            positions += range(n)
-            slots += [seq.slot] * n
-            last_rows.append(len(tokens) - 1)
-            seq.stats.prompt_tokens = seq.num_prompt
-        hidden = self._hidden(tokens, positions, slots)
-        logits = self.model.logits(hidden, torch.tensor(last_rows))
-        for i, seq in enumerate(seqs):
-            self.cache.truncate(seq.slot, len(seq.token_ids))
-            _, first = self._verify(seq, logits[i : i + 1], Draft([]))
-            self._append(seq, [first])
-            seq.stats.ttft_s = seq.stats.prefill_s = time.perf_counter() - now
-            seq.stats.prefills = 1
-        if self.drafter is not None:
-            starts = [0, *(r + 1 for r in last_rows[:-1])]
-            features = [hidden[a : b + 1] for a, b in zip(starts, last_rows)] if self.drafter.needs_features else None
-            self.drafter.on_verified(seqs, features)
+    def admit(self, seq: Sequence) -> None:
+        """Give a new sequence a cache slot; its prompt is fed by later steps, in chunks."""
+        seq.slot = self.cache.allocate()
+        seq.stats.prompt_tokens = seq.num_prompt
+
+    def pending(self, seq: Sequence) -> int:
+        """Tokens of the sequence not yet in its cache slot: the unfed part of the
+        prompt, or 1 (the last token) once it is decoding."""
+        return len(seq.token_ids) - self.cache.lengths[seq.slot]
+
+    @staticmethod
+    def decoding(seq: Sequence) -> bool:
+        """Past its prompt (it has emitted a token), so it may draft."""
+        return len(seq.token_ids) > seq.num_prompt
 
     def max_draft(self, seq: Sequence) -> int:
         """Drafts beyond the token budget or the context are wasted work."""
         left = seq.params.max_tokens - len(seq.output_ids) - 1
         return max(0, min(left, self.cache.max_len - len(seq.token_ids)))
 
-    def step(self, seqs: Seq[Sequence], ks: Seq[int]) -> tuple[list[int], list[int]]:
-        """One target forward over every sequence; ks[i] drafts for seqs[i] (0 = plain).
-
-        Returns the drafts verified and accepted per sequence."""
-        ks = [min(k, self.max_draft(seq)) for seq, k in zip(seqs, ks)]
+    def step(self, seqs: Seq[Sequence], ks: Seq[int], chunks: Seq[int] | None = None) -> tuple[list[int], list[int]]:
+        """One target forward over every sequence: chunks[i] of seqs[i]'s pending tokens
+        (default: all of them), then ks[i] drafts (0 = plain). A sequence whose chunk
+        reaches its last token emits tokens this step; drafts are only made for those
+        that are decoding. Returns the drafts verified and accepted per sequence."""
+        chunks = [self.pending(s) for s in seqs] if chunks is None else list(chunks)
+        emits = [c == self.pending(s) for s, c in zip(seqs, chunks)]
+        ks = [min(k, self.max_draft(s)) if e and self.decoding(s) else 0 for s, k, e in zip(seqs, ks, emits)]
         t0 = time.perf_counter()
         if self.drafter is not None and any(ks):
             drafts = self.drafter.propose(seqs, ks)
@@ -72,32 +68,46 @@ class Engine:
             drafts = [Draft([]) for _ in seqs]
         t1 = time.perf_counter()
         self.last_draft_s = t1 - t0
-        tokens, positions, slots = [], [], []
-        for seq, draft in zip(seqs, drafts):
-            start = len(seq.token_ids) - 1
-            rows = [seq.token_ids[-1], *draft.tokens]
+        tokens, positions, slots, logit_rows = [], [], [], []
+        for seq, draft, chunk, emit in zip(seqs, drafts, chunks, emits):
+            start = self.cache.lengths[seq.slot]
+            rows = [*seq.token_ids[start : start + chunk], *draft.tokens]
+            if emit:  # the last token's row and the drafts' rows give logits
+                logit_rows += range(len(tokens) + chunk - 1, len(tokens) + len(rows))
             tokens += rows
             positions += range(start, start + len(rows))
             slots += [seq.slot] * len(rows)
         hidden = self._hidden(tokens, positions, slots)
-        logits = self.model.logits(hidden)
+        logits = self.model.logits(hidden, torch.tensor(logit_rows, dtype=torch.long))
         t2 = time.perf_counter()
-        offset = 0
+        offset = lrow = 0
+        drafted: list[int] = []
         accepted: list[int] = []
         features: list[torch.Tensor] | None = [] if self.drafter is not None and self.drafter.needs_features else None
-        for seq, draft in zip(seqs, drafts):
-            k = len(draft.tokens)
-            n, nxt = self._verify(seq, logits[offset : offset + k + 1], draft)
+        for seq, draft, chunk, emit in zip(seqs, drafts, chunks, emits):
+            k, n, prompt = len(draft.tokens), 0, not self.decoding(seq)
+            end = self.cache.lengths[seq.slot] + chunk
+            if emit:
+                n, nxt = self._verify(seq, logits[lrow : lrow + k + 1], draft)
+                lrow += k + 1
+            if prompt:
+                seq.stats.prefill_s += t2 - t0
+            elif emit:
+                seq.stats.record_step(k, n, draft_s=t1 - t0, target_s=t2 - t1)
             if features is not None:
-                features.append(hidden[offset : offset + n + 1])
-            offset += k + 1
+                features.append(hidden[offset : offset + chunk + n])
+            offset += chunk + k
+            drafted.append(k)
             accepted.append(n)
-            seq.stats.record_step(k, n, draft_s=t1 - t0, target_s=t2 - t1)
-            self.cache.truncate(seq.slot, len(seq.token_ids) + n)  # the fed token + n accepted drafts
-            self._append(seq, [*draft.tokens[:n], nxt])
+            self.cache.truncate(seq.slot, end + n)  # the fed tokens + n accepted drafts
+            if emit:
+                self._append(seq, [*draft.tokens[:n], nxt])
+                if prompt:
+                    seq.stats.ttft_s = time.perf_counter() - seq.started_at
+                    seq.stats.prefills = 1
         if self.drafter is not None:
             self.drafter.on_verified(seqs, features)
-        return [len(d.tokens) for d in drafts], accepted
+        return drafted, accepted
 
     def finish(self, seq: Sequence) -> None:
         """Free the sequence's cache slot and drafter state (safe if prefill never ran)."""

@@ -33,8 +33,9 @@ from specwise.sequence import Sequence
 
 
 class Policy(Protocol):
-    def choose(self, seqs: Seq[Sequence], max_k: Seq[int]) -> list[int]:
-        """K per sequence (0 = plain); never above max_k[i]."""
+    def choose(self, seqs: Seq[Sequence], max_k: Seq[int], base_rows: int = 0) -> list[int]:
+        """K per sequence (0 = plain); never above max_k[i]. ``base_rows`` more rows
+        (prompt chunks) share the step whatever is chosen."""
         ...
 
     def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: float) -> None:
@@ -49,7 +50,7 @@ class FixedPolicy:
 
     k: int
 
-    def choose(self, seqs: Seq[Sequence], max_k: Seq[int]) -> list[int]:
+    def choose(self, seqs: Seq[Sequence], max_k: Seq[int], base_rows: int = 0) -> list[int]:
         return [min(self.k, m) for m in max_k]
 
     def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: float) -> None:
@@ -158,7 +159,7 @@ class AdaptivePolicy:
             self.stats[key] = AcceptanceStats(self.max_k)
         return self.stats[key]
 
-    def choose(self, seqs: Seq[Sequence], max_k: Seq[int]) -> list[int]:
+    def choose(self, seqs: Seq[Sequence], max_k: Seq[int], base_rows: int = 0) -> list[int]:
         """Exact for the model: each sequence's marginal gain from one more draft
         (prod of its rates) never grows, so the best allocation of D drafts is the
         D largest marginal gains; then pick the D with the most tokens per second."""
@@ -171,11 +172,12 @@ class AdaptivePolicy:
                 run *= a
                 marginals.append((run, j, i))
         marginals.sort(key=lambda m: (-m[0], m[1]))
-        tokens, best_value, best_d, rounds = float(n), n / self.cost(n), 0, 0
+        base = n + base_rows
+        tokens, best_value, best_d, rounds = float(n), n / self.cost(base), 0, 0
         for d, (gain, j, _) in enumerate(marginals, 1):
             tokens += gain
             rounds = max(rounds, j + 1)
-            value = tokens / (self.cost(n + d) + self.round_s * rounds)
+            value = tokens / (self.cost(base + d) + self.round_s * rounds)
             if value > best_value:
                 best_value, best_d = value, d
         ks = [0] * n
