@@ -65,6 +65,18 @@ def test_compute_bound_costs_turn_speculation_off_even_with_good_acceptance():
     assert policy.choose(seqs, [4] * 8) == [0] * 8
 
 
+def test_drafts_stop_beside_a_large_prompt_chunk():
+    """Memory-bound for a few rows, compute-bound for many (as on this CPU): alone a
+    sequence speculates; beside 200 prompt rows a draft row costs what a prompt row
+    costs and yields less, so it does not."""
+    costs = CostModel([1, 16, 64, 256], [0.020, 0.025, 0.080, 0.330])
+    policy = AdaptivePolicy(costs, max_k=4, probe_every=10**9)
+    seqs = _seqs(2)
+    _trained(policy, seqs, rate=0.7)
+    assert max(policy.choose(seqs, [4, 4])) > 0
+    assert policy.choose(seqs, [4, 4], base_rows=200) == [0, 0]
+
+
 def test_caps_are_respected_and_segments_are_separate():
     policy = AdaptivePolicy(MEMORY_BOUND, max_k=4, probe_every=10**9)
     good, bad = _seqs(2, "copy"), _seqs(2, "chat")

@@ -172,8 +172,11 @@ class AdaptivePolicy:
                 run *= a
                 marginals.append((run, j, i))
         marginals.sort(key=lambda m: (-m[0], m[1]))
+        # Prompt rows sharing the step count as work done, so drafts must pay for
+        # themselves against them too: a prompt-heavy step is compute-bound, and
+        # there a draft row rarely yields the token a prompt row is worth.
         base = n + base_rows
-        tokens, best_value, best_d, rounds = float(n), n / self.cost(base), 0, 0
+        tokens, best_value, best_d, rounds = float(base), base / self.cost(base), 0, 0
         for d, (gain, j, _) in enumerate(marginals, 1):
             tokens += gain
             rounds = max(rounds, j + 1)
