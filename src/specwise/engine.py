@@ -110,7 +110,7 @@ class Engine:
         return drafted, accepted
 
     def finish(self, seq: Sequence) -> None:
-        """Free the sequence's cache slot and drafter state (safe if prefill never ran)."""
+        """Free the sequence's cache slot and drafter state (safe if it was never admitted)."""
         if seq.slot >= 0:
             self.cache.release(seq.slot)
             seq.slot = -1

@@ -23,9 +23,10 @@ class RequestStats:
     """From admission (the start of the prefill) to the first token; add queue_s for
     the time a client waited in total."""
     prefills: int = 0
-    """Prefill passes (one per turn); each yields one token."""
+    """Prompts fed (one per turn); each yields one token."""
     prefill_s: float = 0.0
-    """Time spent in prefills (all turns), so decode speed can be told apart."""
+    """Time of the steps that fed this request's prompt chunks (all turns), so
+    decode speed can be told apart."""
     wall_s: float = 0.0
     """From the start of the prefill to the last token (summed over turns); latency is queue_s + wall_s."""
 

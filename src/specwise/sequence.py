@@ -14,8 +14,9 @@ from specwise.sampling import SamplingParams
 class Sequence:
     """Tokens so far (prompt + generated) and where they live in the KV cache.
 
-    Invariant between steps: the cache slot holds every token but the last,
-    which is fed as the first row of the next step.
+    Between steps the cache slot holds the sequence's first ``cache.lengths[slot]``
+    tokens: part of the prompt while it is fed in chunks, then every token but
+    the last, which is fed as the first row of the next step.
     """
 
     request_id: str
@@ -26,7 +27,7 @@ class Sequence:
     """Traffic segment label (acceptance is tracked per segment)."""
     slot: int = -1
     started_at: float = 0.0
-    """perf_counter() when the prefill began (set on admission)."""
+    """perf_counter() at admission (a slot was free; its prompt starts being fed)."""
     generator: torch.Generator | None = None
     stats: RequestStats = field(default_factory=RequestStats)
     finish_reason: str | None = None

@@ -29,11 +29,11 @@ class Drafter(Protocol):
         ...
 
     def on_verified(self, seqs: Seq[Sequence], features: Seq[torch.Tensor] | None) -> None:
-        """Called after a prefill or step appended its tokens, to resync drafter state.
+        """Called after every step, to resync drafter state.
 
         ``features[i]`` (only for drafters that need them) holds the target's
         pre-norm hidden states [n, hidden] at the n positions of seqs[i] that the
-        target has just verified: the whole prompt after a prefill, else the fed
+        target has just verified: the prompt chunk fed this step, or the fed
         token and the accepted drafts."""
         ...
 
