@@ -19,6 +19,7 @@ import torch
 from specwise.demo_prompts import DEMO_PROMPTS
 from specwise.drafters.factory import default_eagle_path
 from specwise.metrics import RequestStats
+from specwise.models import native
 from specwise.paths import cache_dir
 from specwise.sampling import SamplingParams
 
@@ -29,7 +30,7 @@ MAX_TOKENS = 64
 
 
 def _cache_file(llm: LLM, spec: SpeculativeConfig) -> os.PathLike[str]:
-    key = f"{llm.source}:{os.uname().machine}:{os.cpu_count()}:{torch.get_num_threads()}:{spec.num_speculative_tokens}:{spec.draft_vocab}"
+    key = f"{llm.source}:{native.build_id()}:{os.cpu_count()}:{torch.get_num_threads()}:{spec.num_speculative_tokens}:{spec.draft_vocab}"
     return cache_dir() / "calibration" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 

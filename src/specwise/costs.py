@@ -1,6 +1,6 @@
 """The step-cost profile the adaptive policy starts from: target forward time by rows.
 
-Measured once per model, machine and context length, then cached; the policy
+Measured once per model, machine and kernel build, then cached; the policy
 keeps refining it online from the steps the engine actually runs.
 """
 
@@ -14,6 +14,7 @@ import time
 import torch
 
 from specwise.kv_cache import KVCache
+from specwise.models import native
 from specwise.models.llama import LlamaModel
 from specwise.paths import cache_dir
 from specwise.policy import CostModel
@@ -40,7 +41,7 @@ def step_cost_model(model: LlamaModel, model_key: str) -> CostModel:
     """Profiled once per model and machine (a few seconds), then read from the cache;
     beyond the last profiled row count the model extrapolates linearly."""
     rows = list(PROFILE_ROWS)
-    key = hashlib.sha256(f"{model_key}:{os.uname().machine}:{os.cpu_count()}:{torch.get_num_threads()}:{rows}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{model_key}:{native.build_id()}:{os.cpu_count()}:{torch.get_num_threads()}:{rows}".encode()).hexdigest()[:16]
     path = cache_dir() / "costs" / f"{key}.json"
     if path.exists():
         try:

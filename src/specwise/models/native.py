@@ -36,11 +36,14 @@ def _cpu_signature() -> str:
     return os.uname().machine + flags
 
 
+def build_id() -> str:
+    """Names the kernels' source, flags and CPU: measurements keyed by it (step-cost
+    profiles, drafter calibrations) are retaken when any of them changes."""
+    return hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode() + _cpu_signature().encode()).hexdigest()[:16]
+
+
 def _build() -> Path:
-    digest = hashlib.sha256(
-        _SOURCE.read_bytes() + " ".join(_FLAGS).encode() + _cpu_signature().encode()
-    ).hexdigest()[:16]
-    target = cache_dir() / "kernels" / f"libspecwise-{digest}.so"
+    target = cache_dir() / "kernels" / f"libspecwise-{build_id()}.so"
     if target.exists():
         return target
     compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
