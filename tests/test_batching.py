@@ -6,6 +6,7 @@ import pytest
 
 from specwise import Request, SamplingParams, SpeculativeConfig
 from specwise.demo_prompts import DEMO_PROMPTS
+from specwise.kv_cache import KVCache
 from specwise.policy import FixedPolicy
 from tests.conftest import read_jsonl
 
@@ -88,3 +89,25 @@ def test_prompts_fed_in_chunks_beside_decoding_sequences_change_nothing(llm):
             assert sum(o.stats.accepted for o in out) > 0
     finally:
         llm.max_batched_tokens = budget
+
+
+def test_a_conversations_next_turn_reuses_its_history_exactly(llm):
+    """The second turn's prompt begins with the first turn's prompt and answer, still
+    in the freed slot: it is fed from there, and answers exactly as a cold start does."""
+    conv = Request(id="chat", turns=["Name three rivers in Europe.", "Which of them is the longest?"])
+    params = SamplingParams(max_tokens=24)
+    [warm] = llm.generate([conv], params, SpeculativeConfig("ngram", 3))
+    first_prompt = len(llm.encode_messages([{"role": "user", "content": conv.turns[0]}], chat=True))
+    assert warm.stats.cached_tokens > first_prompt, "the history was fed again instead of reused"
+    history = [
+        {"role": "user", "content": conv.turns[0]},
+        {"role": "assistant", "content": warm.turn_texts[0]},
+        {"role": "user", "content": conv.turns[1]},
+    ]
+    kept, llm.cache = llm.cache, KVCache(llm.config, llm.cache.num_slots, llm.max_model_len)
+    try:
+        [cold] = llm.generate([Request(id="cold", messages=history)], params, SpeculativeConfig("ngram", 3))
+    finally:
+        llm.cache = kept
+    assert cold.stats.cached_tokens == 0
+    assert cold.text == warm.turn_texts[1]

@@ -34,9 +34,14 @@ class Engine:
         """Drafting time of the last step (the policy weighs it against the drafts)."""
 
     def admit(self, seq: Sequence) -> None:
-        """Give a new sequence a cache slot; its prompt is fed by later steps, in chunks."""
-        seq.slot = self.cache.allocate()
+        """Give a new sequence a cache slot; its prompt is fed by later steps, in chunks,
+        from the end of the longest prefix a freed slot still holds (a conversation's
+        history, a shared system prompt). Drafters that learn from the target's hidden
+        states need them for every position, so with those the whole prompt is fed."""
+        reuse = self.drafter is None or not self.drafter.needs_features
+        seq.slot = self.cache.allocate(seq.token_ids if reuse else ())
         seq.stats.prompt_tokens = seq.num_prompt
+        seq.stats.cached_tokens += self.cache.lengths[seq.slot]
 
     def pending(self, seq: Sequence) -> int:
         """Tokens of the sequence not yet in its cache slot: the unfed part of the
@@ -112,7 +117,7 @@ class Engine:
     def finish(self, seq: Sequence) -> None:
         """Free the sequence's cache slot and drafter state (safe if it was never admitted)."""
         if seq.slot >= 0:
-            self.cache.release(seq.slot)
+            self.cache.release(seq.slot, seq.token_ids)
             seq.slot = -1
         if self.drafter is not None:
             self.drafter.release(seq)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence as Seq
+
 import torch
 
 from specwise.errors import SpecwiseError
@@ -32,6 +34,8 @@ class KVCache:
         self.max_len = max_len
         self.lengths = [0] * num_slots
         self._free = list(range(num_slots - 1, -1, -1))
+        self._kept: list[list[int]] = [[] for _ in range(num_slots)]
+        """Per free slot, the tokens its valid positions held when it was released."""
 
     def entries(self, slot: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of a slot's first n positions, [layers, n, kv_heads, head_dim] each
@@ -43,14 +47,29 @@ class KVCache:
     def num_slots(self) -> int:
         return len(self.lengths)
 
-    def allocate(self) -> int:
+    def allocate(self, tokens: Seq[int] = ()) -> int:
+        """A free slot; the one whose kept tokens share the longest prefix with
+        ``tokens`` (the most recently freed among equals), with that prefix left
+        valid (its length), short of the last token, which must be fed to give logits.
+
+        Reuse is exact: a position's keys and values depend only on the tokens up
+        to it, and the kernels compute them bit-identically in any batch."""
         if not self._free:
             raise SpecwiseError("no free KV cache slot")
-        slot = self._free.pop()
-        self.lengths[slot] = 0
+        best, best_len = len(self._free) - 1, 0
+        for i in range(len(self._free) - 1, -1, -1):
+            n = _common_prefix(self._kept[self._free[i]], tokens)
+            if n > best_len:
+                best, best_len = i, n
+        slot = self._free.pop(best)
+        self.lengths[slot] = min(best_len, max(len(tokens) - 1, 0))
+        self._kept[slot] = []
         return slot
 
-    def release(self, slot: int) -> None:
+    def release(self, slot: int, tokens: Seq[int] = ()) -> None:
+        """Free a slot; ``tokens`` are what its first positions hold (at most its
+        length), kept for a later request that starts the same way."""
+        self._kept[slot] = list(tokens[: self.lengths[slot]])
         self.lengths[slot] = 0
         self._free.append(slot)
 
@@ -59,3 +78,12 @@ class KVCache:
         if not 0 <= length <= self.max_len:
             raise ValueError(f"length {length} outside [0, {self.max_len}]")
         self.lengths[slot] = length
+
+
+def _common_prefix(a: Seq[int], b: Seq[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

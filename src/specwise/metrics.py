@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class RequestStats:
     prompt_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens not fed: their keys and values were still in the cache slot from
+    an earlier request that began the same way (all turns)."""
     new_tokens: int = 0
     steps: int = 0
     """Target forward passes after the prefill (each yields at least one token)."""
@@ -55,7 +58,7 @@ class RequestStats:
 
     def merge(self, other: RequestStats) -> None:
         """Add another turn's counters (multi-turn conversations)."""
-        for name in ("new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s", "prefills", "prefill_s", "queue_s", "draft_s", "target_s"):
+        for name in ("cached_tokens", "new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s", "prefills", "prefill_s", "queue_s", "draft_s", "target_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.prompt_tokens = max(self.prompt_tokens, other.prompt_tokens)
         for mine, theirs in ((self.drafted_by_position, other.drafted_by_position), (self.accepted_by_position, other.accepted_by_position)):
@@ -96,6 +99,7 @@ class RequestStats:
     def to_dict(self) -> dict[str, object]:
         return {
             "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
             "new_tokens": self.new_tokens,
             "steps": self.steps,
             "drafted": self.drafted,
