@@ -1,10 +1,10 @@
 """Continuous batching: requests join and leave between steps.
 
 Each call to ``step`` admits waiting sequences into free cache slots, asks
-the policy how many drafts each decoding sequence gets, fills the rest of the
-step's row budget with chunks of the admitted prompts, oldest first
-(chunked prefill), runs one engine step over all of them, and retires the finished
-ones. A sequence's tokens never depend on its neighbours: the
+the policy how many drafts each decoding sequence gets, fills the rest of
+the step's row budget with chunks of the admitted prompts, oldest first
+(chunked prefill), runs one engine step over all of them, and retires the
+finished ones. A sequence's tokens never depend on its neighbours: the
 model's rows are batch-invariant and each sequence verifies its own drafts.
 """
 
@@ -28,7 +28,7 @@ class SchedulerConfig:
     """Rows per step before drafts: one per decoding sequence, the rest for prompt
     chunks. A longer prompt is fed over several steps (chunked prefill), so the
     decoding sequences keep going. The default keeps a step near 0.35 s on 2 cores,
-    where a step's cost has long been linear in its rows (per-step overhead ~6%)."""
+    where a step's cost is already linear in its rows (per-step overhead ~6%)."""
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
