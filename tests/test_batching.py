@@ -6,8 +6,11 @@ import pytest
 
 from specwise import Request, SamplingParams, SpeculativeConfig
 from specwise.demo_prompts import DEMO_PROMPTS
+from specwise.engine import Engine
 from specwise.kv_cache import KVCache
 from specwise.policy import FixedPolicy
+from specwise.scheduler import Scheduler, SchedulerConfig
+from specwise.sequence import Sequence
 from tests.conftest import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -111,3 +114,20 @@ def test_a_conversations_next_turn_reuses_its_history_exactly(llm):
         llm.cache = kept
     assert cold.stats.cached_tokens == 0
     assert cold.text == warm.turn_texts[1]
+
+
+def test_a_long_prompt_is_fed_in_chunks_while_others_keep_decoding(llm):
+    cache = KVCache(llm.config, 2, 512)
+    sched = Scheduler(Engine(llm.model, llm.tokenizer, cache), FixedPolicy(0), SchedulerConfig(max_num_seqs=2, max_batched_tokens=16))
+    params = SamplingParams(max_tokens=64, ignore_eos=True)
+    short = Sequence("short", [1, 2, 3], 3, params)
+    sched.submit(short)
+    sched.step()
+    assert len(short.output_ids) == 1
+    long = Sequence("long", list(range(10, 210)), 200, params)
+    sched.submit(long)
+    for _ in range(5):
+        sched.step()
+    # Each step: one row for the decoding sequence, 15 prompt rows for the newcomer.
+    assert len(short.output_ids) == 6
+    assert cache.lengths[long.slot] == 75 and not long.output_ids
