@@ -15,6 +15,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from specwise.models.llama import LlamaModel
 from specwise.prompts import load_prompts
 
 
-def median_s(fn, repeats: int) -> float:
+def median_s(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

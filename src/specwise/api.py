@@ -97,16 +97,16 @@ class LLM:
     def __init__(self, model: str | Path | None = None, *, max_model_len: int = 2048, max_batched_tokens: int = 256) -> None:
         """``max_batched_tokens``: rows per step before drafts (decoding sequences plus
         prompt chunks); raised to concurrency + 1 where it is smaller."""
+        if max_model_len < 2:
+            raise SpecwiseError(f"max_model_len must be >= 2, got {max_model_len}")
+        if max_batched_tokens < 2:
+            raise SpecwiseError(f"max_batched_tokens must be >= 2, got {max_batched_tokens}")
         ckpt = load_checkpoint(model if model is not None else default_model_path())
         self.source = ckpt.source
         self.config = ckpt.config
         self.tokenizer = ckpt.tokenizer
         self.model = LlamaModel.from_checkpoint(ckpt)
-        if max_model_len < 2:
-            raise SpecwiseError(f"max_model_len must be >= 2, got {max_model_len}")
         self.max_model_len = min(max_model_len, self.config.max_position)
-        if max_batched_tokens < 2:
-            raise SpecwiseError(f"max_batched_tokens must be >= 2, got {max_batched_tokens}")
         self.max_batched_tokens = max_batched_tokens
         self.cache = KVCache(self.config, num_slots=1, max_len=self.max_model_len)
         self.drafters = DrafterFactory(self)

@@ -41,7 +41,7 @@ class Engine:
         reuse = self.drafter is None or not self.drafter.needs_features
         seq.slot = self.cache.allocate(seq.token_ids if reuse else ())
         seq.stats.prompt_tokens = seq.num_prompt
-        seq.stats.cached_tokens += self.cache.lengths[seq.slot]
+        seq.stats.cached_tokens = self.cache.lengths[seq.slot]
 
     def pending(self, seq: Sequence) -> int:
         """Tokens of the sequence not yet in its cache slot: the unfed part of the
@@ -63,8 +63,9 @@ class Engine:
         (default: all of them), then ks[i] drafts (0 = plain). A sequence whose chunk
         reaches its last token emits tokens this step; drafts are only made for those
         that are decoding. Returns the drafts verified and accepted per sequence."""
-        chunks = [self.pending(s) for s in seqs] if chunks is None else list(chunks)
-        emits = [c == self.pending(s) for s, c in zip(seqs, chunks)]
+        pending = [self.pending(s) for s in seqs]
+        chunks = pending if chunks is None else list(chunks)
+        emits = [c == p for c, p in zip(chunks, pending)]
         ks = [min(k, self.max_draft(s)) if e and self.decoding(s) else 0 for s, k, e in zip(seqs, ks, emits)]
         t0 = time.perf_counter()
         if self.drafter is not None and any(ks):
