@@ -95,7 +95,9 @@ def main() -> None:
     per_group: dict[str, list[RequestStats]] = defaultdict(lambda: [RequestStats(), RequestStats()])
     mismatches = 0
     for req in spec_bench(args.per_category):
+        llm.reset_prefix_cache()
         [plain] = llm.generate([req], params, None)
+        llm.reset_prefix_cache()
         [fast] = llm.generate([req], params, spec)
         mismatches += plain.token_ids != fast.token_ids
         per_group[req.segment][0].merge(plain.stats)

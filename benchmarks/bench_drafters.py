@@ -65,11 +65,13 @@ def main() -> None:
     stats: dict[str, dict[str, RequestStats]] = defaultdict(lambda: defaultdict(RequestStats))
     mismatches: dict[str, int] = defaultdict(int)
     for n, req in enumerate(requests):
+        llm.reset_prefix_cache()
         [plain] = llm.generate([req], params, None)
         stats["plain"][req.segment].merge(plain.stats)
         for d in drafters:
             before = rss_mb()
             name, _, vocab = d.partition("@")  # eagle@8192: a draft vocabulary of 8192
+            llm.reset_prefix_cache()
             [r] = llm.generate([req], params, SpeculativeConfig(name, args.k, draft_vocab=int(vocab or 0)))
             memory.setdefault(f"{d}_added_mb", round(rss_mb() - before))
             stats[d][req.segment].merge(r.stats)
@@ -96,6 +98,7 @@ def main() -> None:
     for vocab in (int(v) for v in args.vocab_sweep.split(",")):
         total = RequestStats()
         for req in sweep_reqs:
+            llm.reset_prefix_cache()
             [r] = llm.generate([req], params, SpeculativeConfig("eagle", args.k, draft_vocab=vocab))
             total.merge(r.stats)
         sweep[vocab or llm.config.vocab_size] = {

@@ -115,6 +115,12 @@ class LLM:
         text = self.tokenizer.apply_chat_template(messages) if chat else "\n".join(m["content"] for m in messages)
         return self.tokenizer.encode(text)
 
+    def reset_prefix_cache(self) -> None:
+        """Forget the prompts that earlier calls left in the cache. Runs compared side
+        by side must start alike: otherwise the second finds the first one's prompts
+        cached and skips feeding them."""
+        self.cache.forget()
+
     def make_policy(self, spec: SpeculativeConfig) -> Policy:
         """A fresh policy; the adaptive one starts from the cached step-cost profile."""
         if not spec.speculates:

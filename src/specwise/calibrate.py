@@ -58,6 +58,7 @@ def measure(llm: LLM, spec: SpeculativeConfig, drafters: list[str]) -> dict[str,
     results: dict[str, dict[str, float]] = {}
     for name in ["none", *drafters]:
         stats = RequestStats()
+        llm.reset_prefix_cache()
         for r in llm.generate(DEMO_PROMPTS, params, replace(spec, drafter=name, policy="fixed")):
             stats.merge(r.stats)
         results[name] = {"tokens_per_s": stats.decode_tokens_per_s, "acceptance_rate": stats.acceptance_rate}

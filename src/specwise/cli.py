@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", type=_int_list, default=[1, 2, 4, 8, 16, 32], help="comma-separated levels (default 1,2,4,8,16,32)")
     bench.add_argument("--policies", default="plain,fixed,adaptive", help="comma-separated: plain, fixed, adaptive")
     bench.add_argument("--limit", type=_positive_int, help="use only the first N prompts")
+    bench.add_argument("--repeats", type=_positive_int, default=1, help="run the policies this many rounds, interleaved, and report medians (default 1)")
     bench.add_argument("--output", type=Path, required=True, help="R.json; a PNG plot is written beside it")
     train = sub.add_parser("train-draft", help="train a draft for the target on text it writes itself (prompts built from Python's docs)")
     train.add_argument("kind", choices=["eagle", "model"], help="eagle: a one-layer EAGLE head; model: a small draft model")
@@ -149,6 +150,7 @@ def _generate(args: argparse.Namespace) -> int:
     if stream:
         print()
     if args.compare:
+        llm.reset_prefix_cache()
         plain = llm.generate(requests, params, None, chat=args.chat, concurrency=args.concurrency)
         print_comparison(plain, results, spec)
     else:
@@ -186,7 +188,7 @@ def _bench(args: argparse.Namespace) -> int:
             progress.console.print(f"{row.policy:>8} x{row.concurrency:<3} p50 {row.p50_latency_s:.2f}s  {row.throughput_tok_s:.1f} tok/s")
             progress.advance(task)
 
-        rows = sweep(llm, requests, params, spec, args.concurrency, policies, chat=args.chat, on_row=advance)
+        rows = sweep(llm, requests, params, spec, args.concurrency, policies, chat=args.chat, repeats=args.repeats, on_row=advance)
     args.output.write_text(json.dumps({"rows": [r.to_dict() for r in rows]}, indent=1))
     plot_sweep(rows, args.output.with_suffix(".png"))
     print_sweep(rows)

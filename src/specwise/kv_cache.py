@@ -73,6 +73,11 @@ class KVCache:
         self.lengths[slot] = 0
         self._free.append(slot)
 
+    def forget(self) -> None:
+        """Drop what the free slots kept: the next requests start from an empty cache."""
+        for slot in self._free:
+            self._kept[slot] = []
+
     def truncate(self, slot: int, length: int) -> None:
         """Roll a slot back (or forward, after a write) to ``length`` valid positions. O(1)."""
         if not 0 <= length <= self.max_len:

@@ -47,7 +47,8 @@ class _Recorder:
     def __init__(self, model: LlamaModel) -> None:
         self.model = model
         self.parts: dict[Sequence, list[torch.Tensor]] = {}
-        self.done: list[Sample] = []
+        self.done: dict[int, Sample] = {}
+        """By conversation index (sequences finish out of order)."""
 
     def propose(self, seqs: Seq[Sequence], ks: Seq[int]) -> list[Draft]:
         return [Draft([]) for _ in seqs]
@@ -60,7 +61,7 @@ class _Recorder:
     def release(self, seq: Sequence) -> None:
         feats = torch.cat(self.parts.pop(seq))
         tokens = torch.tensor(seq.token_ids, dtype=torch.int64)
-        self.done.append(Sample(tokens, seq.num_prompt, feats[: len(tokens) - 1]))
+        self.done[int(seq.request_id)] = Sample(tokens, seq.num_prompt, feats[: len(tokens) - 1])
 
 
 def collect(
@@ -70,7 +71,8 @@ def collect(
     concurrency: int = 16,
     on_done: Callable[[int], None] | None = None,
 ) -> list[Sample]:
-    """Greedy answers to ``conversations`` (chat template applied) with their features."""
+    """Greedy answers to ``conversations`` (chat template applied) with their
+    features, in the conversations' order (one that would not fit the context is left out)."""
     recorder = _Recorder(llm.model)
     cache = KVCache(llm.config, concurrency, llm.max_model_len)
     sched = Scheduler(Engine(llm.model, llm.tokenizer, cache, recorder), FixedPolicy(0), SchedulerConfig(max_num_seqs=concurrency))
@@ -83,4 +85,4 @@ def collect(
         finished = sched.step()
         if finished and on_done:
             on_done(len(finished))
-    return recorder.done
+    return [recorder.done[i] for i in sorted(recorder.done)]

@@ -21,10 +21,25 @@ if TYPE_CHECKING:
     from specwise.api import LLM
 
 
+CHUNK = 1400
+"""Prompts answered and cached together. The pool is prefix-stable (its first n
+prompts are the same for any larger size), so a larger pool reuses the chunks a
+smaller one collected and only answers the new prompts."""
+
+
 def training_samples(llm: LLM, num_prompts: int, max_tokens: int, seed: int, log: Callable[[str], None] = print) -> list[Sample]:
-    """The target's answers to the prompt pool, with features; cached, since
-    generating them is most of the cost of training."""
-    key = hashlib.sha256(f"{llm.source}:{num_prompts}:{max_tokens}:{seed}".encode()).hexdigest()[:16]
+    """The target's answers to the first ``num_prompts`` prompts of the pool, with
+    features, in pool order; cached, since generating them is most of the cost of
+    training."""
+    pool = build_prompt_pool(num_prompts, seed)
+    samples: list[Sample] = []
+    for first in range(0, num_prompts, CHUNK):
+        samples += _chunk_samples(llm, pool[first : first + CHUNK], first, max_tokens, seed, log)
+    return samples
+
+
+def _chunk_samples(llm: LLM, prompts: list[list[dict[str, str]]], first: int, max_tokens: int, seed: int, log: Callable[[str], None]) -> list[Sample]:
+    key = hashlib.sha256(f"{llm.source}:{seed}:{max_tokens}:{first}:{len(prompts)}".encode()).hexdigest()[:16]
     path = cache_dir() / "train" / f"samples-{key}.pt"
     if path.exists():
         data = torch.load(path)
@@ -34,9 +49,9 @@ def training_samples(llm: LLM, num_prompts: int, max_tokens: int, seed: int, log
     def progress(k: int) -> None:
         done[0] += k
         if done[0] % 100 < k:
-            log(f"collected {done[0]}/{num_prompts} answers ({time.perf_counter() - start:.0f} s)")
+            log(f"collected {first + done[0]}/{first + len(prompts)} answers ({time.perf_counter() - start:.0f} s)")
 
-    samples = collect(llm, build_prompt_pool(num_prompts, seed), max_tokens, on_done=progress)
+    samples = collect(llm, prompts, max_tokens, on_done=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"tokens": [s.tokens for s in samples], "num_prompt": [s.num_prompt for s in samples], "features": [s.features for s in samples]}, path)
     return samples

@@ -74,17 +74,33 @@ def sweep(
     policies: Sequence[str],
     *,
     chat: bool = True,
+    repeats: int = 1,
     on_row: Callable[[SweepRow], None] | None = None,
 ) -> list[SweepRow]:
+    """One row per (policy, concurrency). With ``repeats`` > 1 the policies run in
+    rounds (A B C, A B C, ...) and each figure is the median over the rounds: on a
+    machine whose speed drifts over minutes, policies run back to back once each
+    differ by the drift (10% seen here between single runs)."""
     specs = {p: spec_for(p, base) for p in policies}  # validate every name before any work
     rows = []
     for n in concurrencies:
+        runs: dict[str, list[SweepRow]] = {p: [] for p in policies}
+        for _ in range(repeats):
+            for policy in policies:
+                decider = llm.make_policy(specs[policy])  # any one-time profiling stays outside the timer
+                llm.reset_prefix_cache()  # no run may find the previous run's prompts cached
+                start = time.perf_counter()
+                results = llm.generate(requests, params, specs[policy], chat=chat, concurrency=n, policy=decider)
+                runs[policy].append(summarize(policy, n, results, time.perf_counter() - start))
         for policy in policies:
-            decider = llm.make_policy(specs[policy])  # any one-time profiling stays outside the timer
-            start = time.perf_counter()
-            results = llm.generate(requests, params, specs[policy], chat=chat, concurrency=n, policy=decider)
-            row = summarize(policy, n, results, time.perf_counter() - start)
-            rows.append(row)
+            rows.append(median_row(runs[policy]))
             if on_row:
-                on_row(row)
+                on_row(rows[-1])
     return rows
+
+
+def median_row(runs: Sequence[SweepRow]) -> SweepRow:
+    """Each figure's median over repeated runs of one (policy, concurrency)."""
+    first = runs[0].to_dict()
+    fields = {k: (v if isinstance(v, str) else type(v)(np.median([r.to_dict()[k] for r in runs]))) for k, v in first.items()}
+    return SweepRow(**fields)
