@@ -95,7 +95,7 @@ def main() -> None:
 
     sweep = {}
     sweep_reqs = spec_bench(args.vocab_per_category, mt_bench=args.vocab_per_category)
-    for vocab in (int(v) for v in args.vocab_sweep.split(",")):
+    for vocab in (int(v) for v in args.vocab_sweep.split(",") if v):  # --vocab-sweep "" skips it
         total = RequestStats()
         for req in sweep_reqs:
             llm.reset_prefix_cache()
