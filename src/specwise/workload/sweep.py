@@ -81,6 +81,8 @@ def sweep(
     rounds (A B C, A B C, ...) and each figure is the median over the rounds: on a
     machine whose speed drifts over minutes, policies run back to back once each
     differ by the drift (10% seen here between single runs)."""
+    if repeats < 1:
+        raise SpecwiseError(f"repeats must be >= 1, got {repeats}")
     specs = {p: spec_for(p, base) for p in policies}  # validate every name before any work
     rows = []
     for n in concurrencies:
