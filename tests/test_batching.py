@@ -115,7 +115,7 @@ def test_a_conversations_next_turn_reuses_its_history_exactly(llm):
 
 def test_a_long_prompt_is_fed_in_chunks_while_others_keep_decoding(llm):
     cache = KVCache(llm.config, 2, 512)
-    sched = Scheduler(Engine(llm.model, llm.tokenizer, cache), FixedPolicy(0), SchedulerConfig(max_num_seqs=2, max_batched_tokens=16))
+    sched = Scheduler(Engine(llm.model, llm.tokenizer, cache), SchedulerConfig(max_num_seqs=2, max_batched_tokens=16))
     params = SamplingParams(max_tokens=64, ignore_eos=True)
     short = Sequence("short", [1, 2, 3], 3, params)
     sched.submit(short)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from specwise.drafters.ngram import NgramDrafter
 from specwise.policy import AcceptanceStats, AdaptivePolicy, CostModel, FixedPolicy
 from specwise.sampling import SamplingParams
 from specwise.sequence import Sequence
 
 
 def _seqs(n: int, segment: str = "s") -> list[Sequence]:
-    return [Sequence(str(i), [1, 2, 3], 3, SamplingParams(), segment=segment) for i in range(n)]
+    drafter = NgramDrafter()
+    return [Sequence(str(i), [1, 2, 3], 3, SamplingParams(), segment=segment, drafter=drafter) for i in range(n)]
 
 
 def _trained(policy: AdaptivePolicy, seqs: list[Sequence], rate: float, steps: int = 400, round_s: float = 0.0) -> None:
@@ -23,7 +25,7 @@ def _trained(policy: AdaptivePolicy, seqs: list[Sequence], rate: float, steps: i
             while n < 4 and ((step * 7 + i * 3 + n * 5) % 100) < rate * 100:
                 n += 1
             accepted.append(n)
-        policy.observe(seqs, [4] * len(seqs), accepted, len(seqs) * 5, policy.cost(len(seqs) * 5), 4 * round_s)
+        policy.observe(seqs, [4] * len(seqs), accepted, len(seqs) * 5, policy.cost(len(seqs) * 5), {"ngram": 4 * round_s})
 
 
 MEMORY_BOUND = CostModel([1, 2, 4, 8, 16, 32, 64, 128], [0.016, 0.0162, 0.0165, 0.017, 0.018, 0.02, 0.024, 0.032])
@@ -52,7 +54,7 @@ def test_a_drafter_that_costs_what_it_saves_is_cut_back():
     seqs = _seqs(1)
     _trained(cheap, seqs, rate=0.6, round_s=0.0005)
     _trained(dear, seqs, rate=0.6, round_s=0.016)
-    assert abs(dear.round_s - 0.016) < 1e-9
+    assert abs(dear.round_s["ngram"] - 0.016) < 1e-9
     assert cheap.choose(seqs, [4]) == [4]
     assert dear.choose(seqs, [4]) == [0]
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from collections.abc import Sequence as Seq
@@ -13,24 +14,28 @@ from pathlib import Path
 
 import torch
 
+from specwise.costs import step_cost_model
+from specwise.drafters.base import Drafter
 from specwise.drafters.factory import DrafterFactory, parse_drafter
 from specwise.drafters.ngram import NgramDrafter
-from specwise.costs import step_cost_model
 from specwise.engine import Engine
 from specwise.errors import SpecwiseError
 from specwise.kv_cache import KVCache
+from specwise.loop import EngineLoop
 from specwise.metrics import RequestStats
 from specwise.models.default import default_model_path
 from specwise.models.llama import LlamaModel
 from specwise.models.loader import load_checkpoint
-from specwise.models.tokenizer import Tokenizer
 from specwise.policy import AdaptivePolicy, FixedPolicy, Policy
 from specwise.prompts import Request
 from specwise.sampling import SamplingParams
 from specwise.scheduler import Scheduler, SchedulerConfig
 from specwise.sequence import Sequence
+from specwise.text_stream import TextStream
 
 POLICIES = ("fixed", "adaptive")
+MAX_SPECULATIVE_TOKENS = 32
+"""The most drafts a request may ask for per step (the shared policy tracks this many positions)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -55,8 +60,8 @@ class SpeculativeConfig:
         parse_drafter(self.drafter)
         if self.draft_vocab < 0:
             raise SpecwiseError(f"draft_vocab must be >= 0, got {self.draft_vocab}")
-        if self.num_speculative_tokens < 0:
-            raise SpecwiseError(f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}")
+        if not 0 <= self.num_speculative_tokens <= MAX_SPECULATIVE_TOKENS:
+            raise SpecwiseError(f"num_speculative_tokens must be in 0..{MAX_SPECULATIVE_TOKENS}, got {self.num_speculative_tokens}")
         NgramDrafter(self.ngram_min, self.ngram_max)  # validates the range
 
     @property
@@ -92,15 +97,21 @@ TextCallback = Callable[[str, str], None]
 
 
 class LLM:
-    """A loaded target model with its tokenizer and a preallocated KV cache."""
+    """A loaded target model with its tokenizer, KV cache and the engine loop that
+    serves every request made of it (``generate`` here, the HTTP server, the mapper)."""
 
-    def __init__(self, model: str | Path | None = None, *, max_model_len: int = 2048, max_batched_tokens: int = 256) -> None:
+    def __init__(
+        self, model: str | Path | None = None, *, max_model_len: int = 2048, max_batched_tokens: int = 256, max_num_seqs: int = 1
+    ) -> None:
         """``max_batched_tokens``: rows per step before drafts (decoding sequences plus
-        prompt chunks); raised to concurrency + 1 where it is smaller."""
+        prompt chunks); raised to concurrency + 1 where it is smaller. ``max_num_seqs``:
+        KV cache slots to allocate now (``generate`` grows them on demand)."""
         if max_model_len < 2:
             raise SpecwiseError(f"max_model_len must be >= 2, got {max_model_len}")
         if max_batched_tokens < 2:
             raise SpecwiseError(f"max_batched_tokens must be >= 2, got {max_batched_tokens}")
+        if max_num_seqs < 1:
+            raise SpecwiseError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
         ckpt = load_checkpoint(model if model is not None else default_model_path())
         self.source = ckpt.source
         self.config = ckpt.config
@@ -108,8 +119,36 @@ class LLM:
         self.model = LlamaModel.from_checkpoint(ckpt)
         self.max_model_len = min(max_model_len, self.config.max_position)
         self.max_batched_tokens = max_batched_tokens
-        self.cache = KVCache(self.config, num_slots=1, max_len=self.max_model_len)
+        cache = KVCache(self.config, num_slots=max_num_seqs, max_len=self.max_model_len)
+        self.loop = EngineLoop(Scheduler(Engine(self.model, self.tokenizer, cache), self._scheduler_config(max_num_seqs)))
         self.drafters = DrafterFactory(self)
+        self._drafters: dict[tuple[str, int, int, int], Drafter] = {}
+        self._policies: dict[str, Policy] = {}
+        self._generating = threading.Lock()
+
+    @property
+    def cache(self) -> KVCache:
+        return self.loop.scheduler.engine.cache
+
+    def _scheduler_config(self, max_num_seqs: int) -> SchedulerConfig:
+        return SchedulerConfig(max_num_seqs, max(self.max_batched_tokens, max_num_seqs + 1))
+
+    def configure(self, max_num_seqs: int) -> None:
+        """Decode up to ``max_num_seqs`` sequences together from now on, growing the KV
+        cache if it has fewer slots (only while the loop is idle; drafters with caches
+        of their own are rebuilt for the new slots)."""
+        if max_num_seqs < 1:
+            raise SpecwiseError(f"concurrency must be >= 1, got {max_num_seqs}")
+        sched = self.loop.scheduler
+        config = self._scheduler_config(max_num_seqs)
+        if config == sched.config and self.cache.num_slots >= max_num_seqs:
+            return
+        if not self.loop.wait_idle(timeout=5.0):
+            raise SpecwiseError("the engine is serving requests; its batch size can only change while it is idle")
+        if self.cache.num_slots < max_num_seqs:
+            sched.engine.cache = KVCache(self.config, num_slots=max_num_seqs, max_len=self.max_model_len)
+            self._drafters.clear()
+        sched.config = config
 
     def encode_messages(self, messages: list[dict[str, str]], chat: bool) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages) if chat else "\n".join(m["content"] for m in messages)
@@ -122,12 +161,59 @@ class LLM:
         self.cache.forget()
 
     def make_policy(self, spec: SpeculativeConfig) -> Policy:
-        """A fresh policy; the adaptive one starts from the cached step-cost profile."""
+        """A fresh policy that has learned nothing yet (benchmarks compare runs that
+        start alike); the adaptive one starts from the cached step-cost profile."""
         if not spec.speculates:
             return FixedPolicy(0)
         if spec.policy == "fixed":
-            return FixedPolicy(spec.num_speculative_tokens)
-        return AdaptivePolicy(step_cost_model(self.model, str(self.source)), max_k=spec.num_speculative_tokens)
+            return FixedPolicy(MAX_SPECULATIVE_TOKENS)
+        return AdaptivePolicy(step_cost_model(self.model, str(self.source)), max_k=MAX_SPECULATIVE_TOKENS)
+
+    def policy(self, spec: SpeculativeConfig) -> Policy | None:
+        """The loop's own policy of this kind, which lives and learns as long as the loop
+        (None for plain decoding). A sequence's K caps what it drafts."""
+        if not spec.speculates:
+            return None
+        if spec.policy not in self._policies:
+            self._policies[spec.policy] = self.make_policy(spec)
+        return self._policies[spec.policy]
+
+    @property
+    def adaptive_policy(self) -> AdaptivePolicy | None:
+        """The shared adaptive policy, once a request has used it (for metrics)."""
+        policy = self._policies.get("adaptive")
+        return policy if isinstance(policy, AdaptivePolicy) else None
+
+    def drafter(self, spec: SpeculativeConfig) -> Drafter | None:
+        """The drafter a spec names, built once for this cache and kept (None for plain)."""
+        if not spec.speculates:
+            return None
+        key = (spec.drafter, spec.ngram_min, spec.ngram_max, spec.draft_vocab)
+        if key not in self._drafters:
+            self._drafters[key] = self.drafters.build(spec, self.cache)
+        return self._drafters[key]
+
+    def sequence(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        spec: SpeculativeConfig | None = None,
+        *,
+        segment: str | None = None,
+        policy: Policy | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Sequence:
+        """A sequence ready to submit to the loop: its prompt must fit the context, and
+        it carries its own drafter, policy and K (``policy`` overrides the shared one)."""
+        if len(prompt_ids) >= self.max_model_len:
+            raise SpecwiseError(f"request {request_id!r}: prompt of {len(prompt_ids)} tokens does not fit the context of {self.max_model_len}")
+        spec = spec or SpeculativeConfig(drafter="none")
+        drafter = self.drafter(spec)
+        seq = Sequence(request_id, list(prompt_ids), len(prompt_ids), params, segment=segment, generator=generator)
+        if drafter is not None:
+            seq.drafter, seq.policy, seq.num_speculative_tokens = drafter, policy or self.policy(spec), spec.num_speculative_tokens
+        return seq
 
     def generate(
         self,
@@ -141,11 +227,13 @@ class LLM:
         policy: Policy | None = None,
         on_text: TextCallback | None = None,
     ) -> list[Result]:
-        """Complete every request, ``concurrency`` at a time (continuous batching).
+        """Complete every request, ``concurrency`` at a time (continuous batching), on
+        the engine loop.
 
         ``spec=None`` decodes plainly. ``arrivals`` (seconds from the start, one per
         request) holds a request back until its time, to replay traffic. Results come
         back in request order. ``params`` is one for all requests or one per request.
+        ``policy`` replaces the loop's shared one for these requests.
         """
         spec = spec or SpeculativeConfig(drafter="none")
         reqs = [Request(id=str(i), prompt=r) if isinstance(r, str) else r for i, r in enumerate(requests)]
@@ -156,51 +244,97 @@ class LLM:
             raise SpecwiseError(f"{len(arrivals)} arrival times for {len(reqs)} requests")
         if concurrency < 1:
             raise SpecwiseError(f"concurrency must be >= 1, got {concurrency}")
-        convs = [_Conversation(self, r, p, chat) for r, p in zip(reqs, per_request)]
-        for conv in convs:
-            conv.check_first_turn()
-        if self.cache.num_slots < concurrency:
-            self.cache = KVCache(self.config, num_slots=concurrency, max_len=self.max_model_len)
-        drafter = self.drafters.build(spec, self.cache) if spec.speculates else None
-        engine = Engine(self.model, self.tokenizer, self.cache, drafter)
-        sched = Scheduler(engine, policy or self.make_policy(spec), SchedulerConfig(concurrency, max(self.max_batched_tokens, concurrency + 1)))
-        order = sorted(range(len(convs)), key=lambda i: arrivals[i] if arrivals else 0.0)
-        owner: dict[int, _Conversation] = {}
-        streams = {id(c): _Streamer(self.tokenizer, c.request.id, on_text) for c in convs} if on_text else {}
+        with self._generating:
+            self.configure(concurrency)
+            make = lambda ids, req, p, gen: self.sequence(req.id, ids, p, spec, segment=req.segment, policy=policy, generator=gen)  # noqa: E731
+            convs = [_Conversation(self, r, p, chat, make) for r, p in zip(reqs, per_request)]
+            for conv in convs:
+                conv.check_first_turn()
+            order = sorted(range(len(convs)), key=lambda i: arrivals[i] if arrivals else 0.0)
+            run = _Run(self.loop, [convs[i] for i in order], [arrivals[i] for i in order] if arrivals else None, on_text)
+            run.wait()
+        return [c.result() for c in convs]
+
+
+class _Run:
+    """One ``generate`` call on the loop: submits each conversation at its arrival
+    time and its next turns as earlier ones finish, and waits for all of them; on
+    an error or an interrupt it aborts what is left before returning."""
+
+    def __init__(self, loop: EngineLoop, convs: list[_Conversation], arrivals: list[float] | None, on_text: TextCallback | None) -> None:
+        self.loop, self.convs, self.arrivals, self.on_text = loop, convs, arrivals, on_text
+        self.cond = threading.Condition()
+        self.owner: dict[Sequence, tuple[_Conversation, TextStream | None]] = {}
+        self.live: set[Sequence] = set()
+        self.done = 0
+        self.error: BaseException | None = None
+
+    def _start(self, conv: _Conversation, seq: Sequence, first: bool = False) -> None:
+        with self.cond:
+            self.owner[seq] = (conv, TextStream(conv.llm.tokenizer) if self.on_text else None)
+            self.live.add(seq)
+        self.loop.submit(seq, self._on_tokens, first=first)
+
+    def _on_tokens(self, seq: Sequence, new: list[int]) -> None:
+        """In the loop thread."""
+        conv, stream = self.owner[seq]
+        if stream is not None and self.on_text is not None and (text := stream.update(seq)):
+            self.on_text(conv.request.id, text)
+        if not seq.finished:
+            return
+        nxt = None
+        if seq.finish_reason == "error":
+            self.error = self.error or seq.error
+        elif seq.finish_reason != "abort" and conv.finish_turn(seq) and self.error is None:
+            nxt = conv.next_turn()
+        if nxt is not None:
+            self._start(conv, nxt, first=True)
+        with self.cond:
+            self.live.discard(seq)
+            del self.owner[seq]
+            if nxt is None and seq.finish_reason != "abort":
+                self.done += 1
+            self.cond.notify_all()
+
+    def wait(self) -> None:
         start = time.perf_counter()
+        pending = list(self.convs)
         try:
-            while order or sched.has_work():
+            while True:
                 now = time.perf_counter() - start
-                while order and (arrivals is None or arrivals[order[0]] <= now):
-                    conv = convs[order.pop(0)]
+                while pending and (self.arrivals is None or self.arrivals[len(self.convs) - len(pending)] <= now):
+                    conv = pending.pop(0)
                     seq = conv.next_turn()
                     assert seq is not None  # the first turn was checked to fit
-                    owner[id(seq)] = conv
-                    sched.submit(seq)
-                if not sched.has_work():
-                    time.sleep(max(0.0, arrivals[order[0]] - now) if arrivals else 0.0)
-                    continue
-                for seq in sched.step():
-                    conv = owner.pop(id(seq))
-                    if streams:
-                        streams[id(conv)].update(seq)
-                    if conv.finish_turn(seq) and (nxt := conv.next_turn()) is not None:
-                        owner[id(nxt)] = conv
-                        sched.submit(nxt, first=True)
-                for seq in sched.running:
-                    if streams:
-                        streams[id(owner[id(seq)])].update(seq)
-        finally:
-            for seq in sched.running:
-                engine.finish(seq)
-        return [c.result() for c in convs]
+                    self._start(conv, seq)
+                with self.cond:
+                    if self.error is not None or self.done == len(self.convs):
+                        break
+                    timeout = None if not pending or self.arrivals is None else self.arrivals[len(self.convs) - len(pending)] - now
+                    self.cond.wait(timeout)
+        except BaseException:
+            self._abort_all()
+            raise
+        if self.error is not None:
+            self._abort_all()
+            raise self.error
+
+    def _abort_all(self) -> None:
+        with self.cond:
+            for seq in list(self.live):
+                self.loop.abort(seq)
+            while self.live:
+                self.cond.wait()
+
+
+SequenceMaker = Callable[[list[int], Request, SamplingParams, "torch.Generator | None"], Sequence]
 
 
 class _Conversation:
     """One request's turns: each answered in order, the answer joining the history."""
 
-    def __init__(self, llm: LLM, request: Request, params: SamplingParams, chat: bool) -> None:
-        self.llm, self.request, self.params, self.chat = llm, request, params, chat
+    def __init__(self, llm: LLM, request: Request, params: SamplingParams, chat: bool, make: SequenceMaker) -> None:
+        self.llm, self.request, self.params, self.chat, self.make = llm, request, params, chat, make
         if request.turns is not None:
             self.turns = [[{"role": "user", "content": t}] for t in request.turns]
         elif request.messages is not None:
@@ -239,7 +373,7 @@ class _Conversation:
         self.history += self.turns[turn]
         seed = None if self.params.seed is None else self.params.seed + turn
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return Sequence(self.request.id, ids, len(ids), self.params, segment=self.request.segment, generator=generator)
+        return self.make(ids, self.request, self.params, generator)
 
     def finish_turn(self, seq: Sequence) -> bool:
         """Record a finished turn; True if another turn follows."""
@@ -254,21 +388,3 @@ class _Conversation:
 
     def result(self) -> Result:
         return Result(self.request.id, self.texts[-1] if self.texts else "", self.token_ids, self.finish_reason, self.stats, self.request.segment, self.texts)
-
-
-class _Streamer:
-    """Emits newly decoded text, holding back an incomplete UTF-8 character."""
-
-    def __init__(self, tokenizer: Tokenizer, rid: str, callback: TextCallback) -> None:
-        self.tokenizer, self.rid, self.callback, self.sent = tokenizer, rid, callback, 0
-
-    def update(self, seq: Sequence) -> None:
-        text = seq.text if seq.finished else self.tokenizer.decode(seq.output_ids)
-        if not seq.finished:
-            text = text.rstrip("\ufffd")
-            # Hold back anything that could be the start of a stop string.
-            longest = max((len(s) for s in seq.params.stop), default=1) - 1
-            text = text[: max(self.sent, len(text) - longest)] if longest else text
-        if len(text) > self.sent:
-            self.callback(self.rid, text[self.sent :])
-            self.sent = len(text)

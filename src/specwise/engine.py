@@ -20,25 +20,28 @@ from specwise.kv_cache import KVCache
 from specwise.models.llama import LlamaModel
 from specwise.models.tokenizer import Tokenizer
 from specwise.sampling import probabilities
-from specwise.sequence import Sequence
+from specwise.sequence import Sequence, group_by
 from specwise.verify import verify_greedy, verify_stochastic
 
 
 class Engine:
-    def __init__(self, model: LlamaModel, tokenizer: Tokenizer, cache: KVCache, drafter: Drafter | None = None) -> None:
+    """One step over sequences that each bring their own drafter (or none): the
+    engine groups them by drafter, so requests with different drafters, draft
+    lengths or no speculation at all share one target forward."""
+
+    def __init__(self, model: LlamaModel, tokenizer: Tokenizer, cache: KVCache) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.cache = cache
-        self.drafter = drafter
-        self.last_draft_s = 0.0
-        """Drafting time of the last step (the policy weighs it against the drafts)."""
+        self.last_draft_s: dict[str, float] = {}
+        """Drafting time of the last step, per drafter name (the policy weighs it against the drafts)."""
 
     def admit(self, seq: Sequence) -> None:
         """Give a new sequence a cache slot; its prompt is fed by later steps, in chunks,
         from the end of the longest prefix a freed slot still holds (a conversation's
         history, a shared system prompt). Drafters that learn from the target's hidden
         states need them for every position, so with those the whole prompt is fed."""
-        reuse = self.drafter is None or not self.drafter.needs_features
+        reuse = seq.drafter is None or not seq.drafter.needs_features
         seq.slot = self.cache.allocate(seq.token_ids if reuse else ())
         seq.stats.prompt_tokens = seq.num_prompt
         seq.stats.cached_tokens = self.cache.lengths[seq.slot]
@@ -66,30 +69,34 @@ class Engine:
         pending = [self.pending(s) for s in seqs]
         chunks = pending if chunks is None else list(chunks)
         emits = [c == p for c, p in zip(chunks, pending)]
-        ks = [min(k, self.max_draft(s)) if e and self.decoding(s) else 0 for s, k, e in zip(seqs, ks, emits)]
+        ks = [min(k, self.max_draft(s)) if e and self.decoding(s) and s.drafter is not None else 0 for s, k, e in zip(seqs, ks, emits)]
+        groups = group_by(seqs, lambda s: s.drafter)
+        drafts = [Draft([]) for _ in seqs]
+        self.last_draft_s = {}
         t0 = time.perf_counter()
-        if self.drafter is not None and any(ks):
-            drafts = self.drafter.propose(seqs, ks)
-        else:
-            drafts = [Draft([]) for _ in seqs]
+        for drafter, idx in groups:
+            if any(ks[i] for i in idx):
+                start = time.perf_counter()
+                for i, d in zip(idx, drafter.propose([seqs[i] for i in idx], [ks[i] for i in idx])):
+                    drafts[i] = d
+                self.last_draft_s[drafter.name] = time.perf_counter() - start
         t1 = time.perf_counter()
-        self.last_draft_s = t1 - t0
-        tokens, positions, slots, logit_rows = [], [], [], []
+        tokens, positions, slots, logit_rows, offsets = [], [], [], [], []
         for seq, draft, chunk, emit in zip(seqs, drafts, chunks, emits):
             start = self.cache.lengths[seq.slot]
             rows = [*seq.token_ids[start : start + chunk], *draft.tokens]
             if emit:  # the last token's row and the drafts' rows give logits
                 logit_rows += range(len(tokens) + chunk - 1, len(tokens) + len(rows))
+            offsets.append(len(tokens))
             tokens += rows
             positions += range(start, start + len(rows))
             slots += [seq.slot] * len(rows)
         hidden = self._hidden(tokens, positions, slots)
         logits = self.model.logits(hidden, torch.tensor(logit_rows, dtype=torch.long))
         t2 = time.perf_counter()
-        offset = lrow = 0
+        lrow = 0
         drafted: list[int] = []
         accepted: list[int] = []
-        features: list[torch.Tensor] | None = [] if self.drafter is not None and self.drafter.needs_features else None
         for seq, draft, chunk, emit in zip(seqs, drafts, chunks, emits):
             k, n, prompt = len(draft.tokens), 0, not self.decoding(seq)
             end = self.cache.lengths[seq.slot] + chunk
@@ -99,10 +106,8 @@ class Engine:
             if prompt:
                 seq.stats.prefill_s += t2 - t0
             elif emit:
-                seq.stats.record_step(k, n, draft_s=t1 - t0, target_s=t2 - t1)
-            if features is not None:
-                features.append(hidden[offset : offset + chunk + n])
-            offset += chunk + k
+                own_draft_s = self.last_draft_s.get(seq.drafter.name, 0.0) if seq.drafter is not None else 0.0
+                seq.stats.record_step(k, n, draft_s=own_draft_s, target_s=t2 - t1)
             drafted.append(k)
             accepted.append(n)
             self.cache.truncate(seq.slot, end + n)  # the fed tokens + n accepted drafts
@@ -111,17 +116,22 @@ class Engine:
                 if prompt:
                     seq.stats.ttft_s = time.perf_counter() - seq.started_at
                     seq.stats.prefills = 1
-        if self.drafter is not None:
-            self.drafter.on_verified(seqs, features)
+        for drafter, idx in groups:
+            # The target's hidden states at the positions each sequence just verified:
+            # the prompt chunk fed, or the fed token and the accepted drafts.
+            features = [hidden[offsets[i] : offsets[i] + chunks[i] + accepted[i]] for i in idx] if drafter.needs_features else None
+            drafter.on_verified([seqs[i] for i in idx], features)
         return drafted, accepted
 
-    def finish(self, seq: Sequence) -> None:
-        """Free the sequence's cache slot and drafter state (safe if it was never admitted)."""
+    def finish(self, seq: Sequence, *, keep: bool = True) -> None:
+        """Free the sequence's cache slot and drafter state (safe if it was never admitted).
+        ``keep`` leaves its tokens for prefix reuse; a failed step's slots may hold
+        half-written positions, so they keep nothing."""
         if seq.slot >= 0:
-            self.cache.release(seq.slot, seq.token_ids)
+            self.cache.release(seq.slot, seq.token_ids if keep else ())
             seq.slot = -1
-        if self.drafter is not None:
-            self.drafter.release(seq)
+        if seq.drafter is not None:
+            seq.drafter.release(seq)
 
     def _hidden(self, tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
         x = self.model.embed(torch.tensor(tokens)).contiguous()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections.abc import Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +39,9 @@ class Policy(Protocol):
         (prompt chunks) share the step whatever is chosen."""
         ...
 
-    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: float) -> None:
+    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]) -> None:
         """Feedback after a step: drafts verified and accepted per sequence, rows, the
-        target forward's time and the drafting time."""
+        target forward's time and the drafting time per drafter name."""
         ...
 
 
@@ -53,7 +54,7 @@ class FixedPolicy:
     def choose(self, seqs: Seq[Sequence], max_k: Seq[int], base_rows: int = 0) -> list[int]:
         return [min(self.k, m) for m in max_k]
 
-    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: float) -> None:
+    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]) -> None:
         pass
 
 
@@ -141,20 +142,26 @@ class AcceptanceStats:
 
 @dataclass(slots=True)
 class AdaptivePolicy:
-    """Maximise expected tokens per second of each step (see the module docstring)."""
+    """Maximise expected tokens per second of each step (see the module docstring).
+
+    One instance lives as long as the engine loop and serves every request that
+    asks for it, whatever its drafter: acceptance is kept per (drafter, segment)
+    and drafting time per drafter, so it learns from all traffic."""
 
     cost: CostModel
     max_k: int = 8
-    round_s: float = 0.0
-    """Measured time of one drafting round (moving average; near 0 for prompt lookup)."""
+    """Positions tracked; a sequence's own cap (its K) is passed to ``choose``."""
+    round_s: dict[str, float] = field(default_factory=dict)
+    """Measured time of one drafting round per drafter (moving average; near 0 for prompt lookup)."""
     probe_every: int = 16
     """Steps between one-draft probes of a sequence that speculation was turned off for,
     so its acceptance estimate can recover."""
-    stats: dict[str, AcceptanceStats] = field(default_factory=dict)
+    stats: dict[tuple[str, str], AcceptanceStats] = field(default_factory=dict)
+    """Keyed by (drafter name, segment)."""
     _step: int = 0
 
     def _stats(self, seq: Sequence) -> AcceptanceStats:
-        key = seq.segment or ""
+        key = stats_key(seq)
         if key not in self.stats:
             self.stats[key] = AcceptanceStats(self.max_k)
         return self.stats[key]
@@ -178,11 +185,16 @@ class AdaptivePolicy:
         # prompt rows as output instead turned drafting off in such steps and cost
         # 5% of p50 latency at concurrency 8 (measured).
         base = n + base_rows
-        tokens, best_value, best_d, rounds = float(n), n / self.cost(base), 0, 0
-        for d, (gain, j, _) in enumerate(marginals, 1):
+        tokens, best_value, best_d = float(n), n / self.cost(base), 0
+        rounds: dict[str, int] = {}  # drafting rounds per drafter: its longest draft
+        round_cost = 0.0
+        for d, (gain, j, i) in enumerate(marginals, 1):
             tokens += gain
-            rounds = max(rounds, j + 1)
-            value = tokens / (self.cost(base + d) + self.round_s * rounds)
+            name = _drafter_name(seqs[i])
+            if j + 1 > rounds.get(name, 0):
+                round_cost += self.round_s.get(name, 0.0) * (j + 1 - rounds.get(name, 0))
+                rounds[name] = j + 1
+            value = tokens / (self.cost(base + d) + round_cost)
             if value > best_value:
                 best_value, best_d = value, d
         ks = [0] * n
@@ -192,11 +204,31 @@ class AdaptivePolicy:
             ks = [k or min(1, cap) for k, cap in zip(ks, max_k)]
         return ks
 
-    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: float) -> None:
+    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]) -> None:
+        longest: dict[str, int] = {}
         for seq, d, a in zip(seqs, drafted, accepted):
             if d:
                 self._stats(seq).observe(d, a)
+                name = _drafter_name(seq)
+                longest[name] = max(longest.get(name, 0), d)
         self.cost.update(rows, step_s)
-        if max(drafted, default=0):
-            per_round = draft_s / max(drafted)
-            self.round_s = per_round if not self.round_s else 0.9 * self.round_s + 0.1 * per_round
+        for name, d in longest.items():
+            per_round = draft_s.get(name, 0.0) / d
+            old = self.round_s.get(name)
+            self.round_s[name] = per_round if old is None else 0.9 * old + 0.1 * per_round
+
+    def break_even(self, running: int, drafter: str) -> float:
+        """The acceptance of one more draft below which it loses at this load: with
+        ``running`` sequences decoding, one draft row buys its acceptance in tokens
+        and costs a row plus a drafting round."""
+        n = max(running, 1)
+        plain = self.cost(n)
+        return min(1.0, n * (self.cost(n + 1) + self.round_s.get(drafter, 0.0)) / plain - n)
+
+
+def _drafter_name(seq: Sequence) -> str:
+    return seq.drafter.name if seq.drafter is not None else "none"
+
+
+def stats_key(seq: Sequence) -> tuple[str, str]:
+    return _drafter_name(seq), seq.segment or ""

@@ -6,18 +6,26 @@ the step's row budget with chunks of the admitted prompts, oldest first
 (chunked prefill), runs one engine step over all of them, and retires the
 finished ones. A sequence's tokens never depend on its neighbours: the
 model's rows are batch-invariant and each sequence verifies its own drafts.
+
+Each sequence carries its own policy (or none: plain); sequences that share
+a policy are decided together, each group seeing the others' rows as a fixed
+part of the step. A step that raises fails only the sequences in it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
 from specwise.engine import Engine
 from specwise.errors import SpecwiseError
 from specwise.policy import Policy
-from specwise.sequence import Sequence
+from specwise.sequence import Sequence, group_by
+
+log = logging.getLogger("specwise")
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,12 +49,17 @@ class SchedulerConfig:
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, policy: Policy, config: SchedulerConfig) -> None:
-        if engine.cache.num_slots < config.max_num_seqs:
-            raise SpecwiseError(f"KV cache has {engine.cache.num_slots} slots for {config.max_num_seqs} sequences")
-        self.engine, self.policy, self.config = engine, policy, config
+    def __init__(self, engine: Engine, config: SchedulerConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.check_slots()
         self.waiting: deque[tuple[Sequence, float]] = deque()
         self.running: list[Sequence] = []
+        self.failed_steps = 0
+
+    def check_slots(self) -> None:
+        if self.engine.cache.num_slots < self.config.max_num_seqs:
+            raise SpecwiseError(f"KV cache has {self.engine.cache.num_slots} slots for {self.config.max_num_seqs} sequences")
 
     def submit(self, seq: Sequence, *, first: bool = False) -> None:
         """Queue a sequence; ``first`` puts it ahead of the others (a conversation's next turn)."""
@@ -55,6 +68,22 @@ class Scheduler:
             self.waiting.appendleft(entry)
         else:
             self.waiting.append(entry)
+
+    def abort(self, seq: Sequence) -> bool:
+        """Drop a waiting or running sequence (finish reason "abort"), freeing its slot
+        and drafter state; False if it is not here (finished already)."""
+        for i, (waiting, _) in enumerate(self.waiting):
+            if waiting is seq:
+                del self.waiting[i]
+                seq.finish_reason = "abort"
+                return True
+        if seq in self.running:
+            self.running.remove(seq)
+            seq.finish_reason = "abort"
+            seq.stats.wall_s = time.perf_counter() - seq.started_at
+            self.engine.finish(seq)
+            return True
+        return False
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -74,20 +103,48 @@ class Scheduler:
                 budget -= chunks[-1]
         seqs = decoding + prompts
         if seqs:
-            ks = self.policy.choose(decoding, [engine.max_draft(s) for s in decoding], base_rows=sum(chunks))
-            start = time.perf_counter()
-            drafted, accepted = engine.step(seqs, [*ks, *[0] * len(prompts)], [1] * len(decoding) + chunks)
-            draft_s = engine.last_draft_s
-            target_s = time.perf_counter() - start - draft_s
-            rows = len(decoding) + sum(chunks) + sum(drafted)
-            self.policy.observe(decoding, drafted[: len(decoding)], accepted[: len(decoding)], rows, target_s, draft_s)
+            try:
+                self._run(decoding, prompts, chunks)
+            except Exception as exc:  # one bad step must not take down the others' requests
+                self._fail(seqs, exc)
         finished = [s for s in self.running if s.finished]
         now = time.perf_counter()
         for seq in finished:
             seq.stats.wall_s = now - seq.started_at
-            engine.finish(seq)
+            engine.finish(seq, keep=seq.error is None)
         self.running = [s for s in self.running if not s.finished]
         return finished
+
+    def _run(self, decoding: list[Sequence], prompts: list[Sequence], chunks: list[int]) -> None:
+        engine = self.engine
+        ks = self._choose(decoding, sum(chunks))
+        start = time.perf_counter()
+        drafted, accepted = engine.step(decoding + prompts, [*ks, *[0] * len(prompts)], [1] * len(decoding) + chunks)
+        target_s = time.perf_counter() - start - sum(engine.last_draft_s.values())
+        rows = len(decoding) + sum(chunks) + sum(drafted)
+        for policy, idx in group_by(decoding, lambda s: s.policy):
+            group = [decoding[i] for i in idx]
+            policy.observe(group, [drafted[i] for i in idx], [accepted[i] for i in idx], rows, target_s, engine.last_draft_s)
+
+    def _choose(self, decoding: list[Sequence], prompt_rows: int) -> list[int]:
+        """K per decoding sequence: each policy decides for its own sequences, with the
+        prompt rows, the other sequences' rows and drafts already chosen as given."""
+        ks = [0] * len(decoding)
+        groups = group_by(decoding, lambda s: s.policy)
+        decided = prompt_rows + len(decoding)
+        for policy, idx in groups:
+            group = [decoding[i] for i in idx]
+            caps = [min(s.num_speculative_tokens, self.engine.max_draft(s)) if s.drafter is not None else 0 for s in group]
+            for i, k in zip(idx, policy.choose(group, caps, base_rows=decided - len(group))):
+                ks[i] = k
+                decided += k
+        return ks
+
+    def _fail(self, seqs: Seq[Sequence], exc: Exception) -> None:
+        self.failed_steps += 1
+        log.error("a step over %d sequences failed; they end with an error", len(seqs), exc_info=exc)
+        for seq in seqs:
+            seq.error, seq.finish_reason = exc, "error"
 
     def _admit(self) -> None:
         while self.waiting and len(self.running) < self.config.max_num_seqs:
@@ -96,3 +153,4 @@ class Scheduler:
             seq.stats.queue_s = seq.started_at - submitted
             self.engine.admit(seq)
             self.running.append(seq)
+

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
 from specwise.metrics import RequestStats
 from specwise.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from specwise.drafters.base import Drafter
+    from specwise.policy import Policy
 
 
 @dataclass(slots=True, eq=False)
@@ -25,13 +32,22 @@ class Sequence:
     params: SamplingParams
     segment: str | None = None
     """Traffic segment label (acceptance is tracked per segment)."""
+    drafter: Drafter | None = None
+    """Who drafts for this sequence; None decodes plainly. Sequences with different
+    drafters (or none) share one step."""
+    policy: Policy | None = None
+    """How far it speculates each step (None: plain)."""
+    num_speculative_tokens: int = 0
+    """The most drafts it takes in one step."""
     slot: int = -1
     started_at: float = 0.0
     """perf_counter() at admission (a slot was free; its prompt starts being fed)."""
     generator: torch.Generator | None = None
     stats: RequestStats = field(default_factory=RequestStats)
     finish_reason: str | None = None
-    """None while running; then "stop" (EOS or stop string) or "length"."""
+    """None while running; then "stop" (EOS or stop string), "length", "abort"
+    (cancelled by its caller) or "error" (its step failed: see ``error``)."""
+    error: BaseException | None = None
     text: str = ""
     """Decoded output, cut before a stop string; final once finished."""
 
@@ -42,3 +58,17 @@ class Sequence:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+
+T = TypeVar("T")
+
+
+def group_by(seqs: Seq[Sequence], key: Callable[[Sequence], T | None]) -> list[tuple[T, list[int]]]:
+    """Indices of the sequences that share each (identical) key object, in order of
+    first appearance; sequences whose key is None belong to no group."""
+    groups: dict[int, tuple[T, list[int]]] = {}
+    for i, seq in enumerate(seqs):
+        value = key(seq)
+        if value is not None:
+            groups.setdefault(id(value), (value, []))[1].append(i)
+    return list(groups.values())
