@@ -79,9 +79,9 @@ def _first_token_q(llm, spec: SpeculativeConfig, params: SamplingParams) -> tupl
     """(target p, drafter q) for the token after a prompt and its first sampled token."""
     cache = KVCache(llm.config, 1, 512)
     drafter = llm.drafters.build(spec, cache)
-    engine = Engine(llm.model, llm.tokenizer, cache, drafter)
+    engine = Engine(llm.model, llm.tokenizer, cache)
     ids = llm.encode_messages([{"role": "user", "content": "Write a sentence about the sea."}], chat=True)
-    seq = Sequence("q", list(ids), len(ids), params, slot=-1, generator=torch.Generator().manual_seed(1))
+    seq = Sequence("q", list(ids), len(ids), params, slot=-1, generator=torch.Generator().manual_seed(1), drafter=drafter)
     engine.admit(seq)
     engine.step([seq], [0])  # the whole prompt; emits the first token
     [draft] = drafter.propose([seq], [1])

@@ -202,17 +202,20 @@ class LLM:
         *,
         segment: str | None = None,
         policy: Policy | None = None,
+        drafter: Drafter | None = None,
         generator: torch.Generator | None = None,
     ) -> Sequence:
         """A sequence ready to submit to the loop: its prompt must fit the context, and
-        it carries its own drafter, policy and K (``policy`` overrides the shared one)."""
+        it carries its own drafter, policy and K. ``policy`` overrides the shared one;
+        ``drafter`` the one the spec names (with a plain spec it only watches: it sees
+        every verified position and its features, as the training collector needs)."""
         if len(prompt_ids) >= self.max_model_len:
             raise SpecwiseError(f"request {request_id!r}: prompt of {len(prompt_ids)} tokens does not fit the context of {self.max_model_len}")
         spec = spec or SpeculativeConfig(drafter="none")
-        drafter = self.drafter(spec)
         seq = Sequence(request_id, list(prompt_ids), len(prompt_ids), params, segment=segment, generator=generator)
-        if drafter is not None:
-            seq.drafter, seq.policy, seq.num_speculative_tokens = drafter, policy or self.policy(spec), spec.num_speculative_tokens
+        seq.drafter = drafter or self.drafter(spec)
+        if spec.speculates:
+            seq.policy, seq.num_speculative_tokens = policy or self.policy(spec), spec.num_speculative_tokens
         return seq
 
     def generate(
@@ -225,6 +228,7 @@ class LLM:
         concurrency: int = 1,
         arrivals: Seq[float] | None = None,
         policy: Policy | None = None,
+        drafter: Drafter | None = None,
         on_text: TextCallback | None = None,
     ) -> list[Result]:
         """Complete every request, ``concurrency`` at a time (continuous batching), on
@@ -233,7 +237,8 @@ class LLM:
         ``spec=None`` decodes plainly. ``arrivals`` (seconds from the start, one per
         request) holds a request back until its time, to replay traffic. Results come
         back in request order. ``params`` is one for all requests or one per request.
-        ``policy`` replaces the loop's shared one for these requests.
+        ``policy`` replaces the loop's shared one for these requests, ``drafter`` the
+        one the spec names (see ``sequence``).
         """
         spec = spec or SpeculativeConfig(drafter="none")
         reqs = [Request(id=str(i), prompt=r) if isinstance(r, str) else r for i, r in enumerate(requests)]
@@ -246,7 +251,7 @@ class LLM:
             raise SpecwiseError(f"concurrency must be >= 1, got {concurrency}")
         with self._generating:
             self.configure(concurrency)
-            make = lambda ids, req, p, gen: self.sequence(req.id, ids, p, spec, segment=req.segment, policy=policy, generator=gen)  # noqa: E731
+            make = lambda ids, req, p, gen: self.sequence(req.id, ids, p, spec, segment=req.segment, policy=policy, drafter=drafter, generator=gen)  # noqa: E731
             convs = [_Conversation(self, r, p, chat, make) for r, p in zip(reqs, per_request)]
             for conv in convs:
                 conv.check_first_turn()

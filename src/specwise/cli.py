@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -81,6 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int, default=1)
     train.add_argument("--layers", default="0,10,20,29", help="model: target layers the draft's layers start from (default 0,10,20,29)")
     train.add_argument("--seed", type=int, default=0)
+    srv = sub.add_parser("serve", help="serve an OpenAI-compatible API with per-request speculation and Prometheus /metrics")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
+    srv.add_argument("--drafter", default="ngram", help="drafters to load, comma-separated (ngram,eagle); the first serves requests that name none; none = plain only")
+    srv.add_argument("--policy", choices=["adaptive", "fixed"], default="adaptive")
+    srv.add_argument("--num-speculative-tokens", "-k", type=int, default=4, help="K for requests that do not set it (default 4)")
+    srv.add_argument("--ngram-min", type=int, default=2)
+    srv.add_argument("--ngram-max", type=int, default=3)
+    srv.add_argument("--draft-vocab", type=int, default=0)
+    srv.add_argument("--max-num-seqs", type=_positive_int, default=8, help="requests decoded together, one KV cache slot each (default 8)")
+    srv.add_argument("--max-model-len", type=_positive_int, default=2048, help="context per slot (default 2048)")
+    srv.add_argument("--max-batched-tokens", type=_positive_int, default=256, help="rows per step before drafts (default 256)")
+    srv.add_argument("--max-queue", type=int, default=256, help="requests that may wait for a slot; beyond them new ones get 429 (default 256)")
+    srv.add_argument("--api-key", default=os.environ.get("SPECWISE_API_KEY"), help="require Authorization: Bearer KEY on /v1 (default: $SPECWISE_API_KEY)")
+    srv.add_argument("--served-model-name", help="the model name clients send (default: the model file's name)")
+    srv.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds running requests get to finish after SIGTERM (default 30)")
     cal = sub.add_parser("calibrate", help="measure drafters here and cache the best (used by layerskip and auto)")
     cal.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
     cal.add_argument("--num-speculative-tokens", "-k", type=int, default=4)
@@ -99,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train_draft(args)
         if args.command == "calibrate":
             return _calibrate(args)
+        if args.command == "serve":
+            return _serve(args)
     except SpecwiseError as exc:
         print(f"specwise: error: {exc}", file=sys.stderr)
         return 2
@@ -210,6 +230,24 @@ def _train_draft(args: argparse.Namespace) -> int:
         make_draft_model(llm, samples, args.output, layers, args.epochs, args.seed)
     print(f"wrote {args.output}")
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Between steps the kernels' OpenMP threads sleep instead of spinning, so the
+    # HTTP side gets the CPU (read when the kernels load; see BENCHMARKS.md for its cost).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from specwise.server.app import ServeConfig
+    from specwise.server.run import serve
+
+    config = ServeConfig(
+        model=args.model, drafters=tuple(d.strip() for d in args.drafter.split(",") if d.strip()), policy=args.policy,
+        num_speculative_tokens=args.num_speculative_tokens, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
+        max_batched_tokens=args.max_batched_tokens, max_queue=args.max_queue, api_key=args.api_key,
+        served_model_name=args.served_model_name, ngram_min=args.ngram_min, ngram_max=args.ngram_max, draft_vocab=args.draft_vocab,
+    )  # fmt: skip
+    if args.model is not None and not Path(args.model).expanduser().exists():
+        raise SpecwiseError(f"model {args.model} does not exist (give a GGUF file or a Hugging Face directory)")
+    return serve(config, args.host, args.port, args.shutdown_timeout)
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Training data for draft networks: the target's own outputs and features.
 
-The target answers a prompt pool with plain greedy decoding through the
-ordinary engine and scheduler (batched); a recorder in the drafter slot keeps
+The target answers a prompt pool with plain greedy decoding on the engine
+loop (batched); a recorder in the drafter slot keeps
 the final-normed hidden state of every position as the engine verifies it, so
 the features cost no extra forward pass.
 """
@@ -15,12 +15,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from specwise.drafters.base import Draft
-from specwise.engine import Engine
-from specwise.kv_cache import KVCache
 from specwise.models.llama import LlamaModel
-from specwise.policy import FixedPolicy
+from specwise.prompts import Request
 from specwise.sampling import SamplingParams
-from specwise.scheduler import Scheduler, SchedulerConfig
 from specwise.sequence import Sequence
 
 if TYPE_CHECKING:
@@ -44,8 +41,8 @@ class _Recorder:
     name = "recorder"
     needs_features = True
 
-    def __init__(self, model: LlamaModel) -> None:
-        self.model = model
+    def __init__(self, model: LlamaModel, on_done: Callable[[int], None] | None) -> None:
+        self.model, self.on_done = model, on_done
         self.parts: dict[Sequence, list[torch.Tensor]] = {}
         self.done: dict[int, Sample] = {}
         """By conversation index (sequences finish out of order)."""
@@ -62,6 +59,8 @@ class _Recorder:
         feats = torch.cat(self.parts.pop(seq))
         tokens = torch.tensor(seq.token_ids, dtype=torch.int64)
         self.done[int(seq.request_id)] = Sample(tokens, seq.num_prompt, feats[: len(tokens) - 1])
+        if self.on_done:
+            self.on_done(1)
 
 
 def collect(
@@ -73,16 +72,11 @@ def collect(
 ) -> list[Sample]:
     """Greedy answers to ``conversations`` (chat template applied) with their
     features, in the conversations' order (one that would not fit the context is left out)."""
-    recorder = _Recorder(llm.model)
-    cache = KVCache(llm.config, concurrency, llm.max_model_len)
-    sched = Scheduler(Engine(llm.model, llm.tokenizer, cache, recorder), FixedPolicy(0), SchedulerConfig(max_num_seqs=concurrency))
-    params = SamplingParams(max_tokens=max_tokens)
-    for i, messages in enumerate(conversations):
-        ids = llm.encode_messages(messages, chat=True)
-        if len(ids) + max_tokens < llm.max_model_len:
-            sched.submit(Sequence(str(i), ids, len(ids), params))
-    while sched.has_work():
-        finished = sched.step()
-        if finished and on_done:
-            on_done(len(finished))
+    recorder = _Recorder(llm.model, on_done)
+    requests = [
+        Request(id=str(i), messages=messages)
+        for i, messages in enumerate(conversations)
+        if len(llm.encode_messages(messages, chat=True)) + max_tokens < llm.max_model_len
+    ]
+    llm.generate(requests, SamplingParams(max_tokens=max_tokens), concurrency=concurrency, drafter=recorder)
     return [recorder.done[i] for i in sorted(recorder.done)]
