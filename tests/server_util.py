@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 
@@ -26,7 +27,12 @@ class ServeProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "specwise.cli", "serve", "--port", str(self.port), *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.log = tempfile.TemporaryFile("w+")  # a pipe nobody reads would block the server once full
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
     def wait_listening(self, timeout: float = 60) -> None:
         self._wait(lambda r: r.status_code in (200, 503), timeout)
@@ -38,7 +44,7 @@ class ServeProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"specwise serve exited with {self.proc.returncode}:\n{self.proc.stdout.read()}")
+                raise RuntimeError(f"specwise serve exited with {self.proc.returncode}:\n{self.output()}")
             try:
                 if ok(httpx.get(self.url + "/health", timeout=2)):
                     return

@@ -33,7 +33,7 @@ def server():
         proc.wait_ready()
         yield proc
     finally:
-        assert proc.stop() == 0, proc.proc.stdout.read()
+        assert proc.stop() == 0, proc.output()
 
 
 @pytest.fixture(scope="module")
