@@ -6,17 +6,17 @@ The same prompts (first turns of a prompts file) and the same engine settings
 streamed with httpx, N requests in flight) at each concurrency. Rounds
 alternate which side goes first; every run tags its prompts with the run's
 name, so no run finds another's prompts in the prefix cache. Both sides use
-the server's OpenMP wait policy (passive). TTFT counts from a request's
+the OpenMP wait settings `specwise serve` uses. TTFT counts from a request's
 admission in-process and from sending it over HTTP; inter-token latency is
 the gap between streamed text chunks (one per engine step) on both sides.
 
-With ``--wait-policies`` it also runs the server alone under OMP_WAIT_POLICY
-ACTIVE and PASSIVE (restarted in alternation), to show what sleeping between
+With ``--wait-policies`` it also runs the server alone under other OpenMP
+wait settings (restarted in alternation), to show what sleeping between
 steps costs or saves.
 
     python benchmarks/spec_bench_subset.py --per-group 6 --output /tmp/sb36.jsonl
     python benchmarks/bench_server.py --prompts /tmp/sb36.jsonl --concurrency 1,16 --repeats 2 \\
-        --wait-policies --output benchmarks/results/server.json
+        --wait-policies default,PASSIVE,ACTIVE --output benchmarks/results/server.json
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `specwise serve` runs; read when the kernels load
+from specwise.server.run import OMP_ENV  # noqa: E402  (what `specwise serve` sets, read when the kernels load)
+
+for _name, _value in OMP_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -91,12 +94,11 @@ async def through_server(url: str, prompts: list[str], c: int, max_tokens: int) 
             async with http.stream("POST", "/v1/chat/completions", json=body) as resp:
                 resp.raise_for_status()
                 async for line in resp.aiter_lines():
-                    if not line.startswith("data: {"):
-                        continue
-                    chunk = json.loads(line[6:])
-                    if chunk.get("usage"):
-                        tokens += chunk["usage"]["completion_tokens"]
-                    if not (chunk["choices"] and chunk["choices"][0]["delta"].get("content")):
+                    # The client shares the two cores with the server: it parses only the
+                    # usage chunk and spots text chunks by a substring.
+                    if line.startswith('data: {"id"') and '"usage":{' in line:
+                        tokens += json.loads(line[6:])["usage"]["completion_tokens"]
+                    if '"delta":{"content":"' not in line:
                         continue
                     now = time.perf_counter()
                     if last is None:
@@ -127,11 +129,16 @@ def _median(rows: list[dict[str, object]]) -> dict[str, object]:
 
 
 def _serve(wait_policy: str, slots: int) -> ServeProcess:
-    os.environ["OMP_WAIT_POLICY"] = wait_policy  # inherited by the server; `serve` keeps a set value
+    """The server with OMP_WAIT_POLICY set to ``wait_policy`` ("default": as `serve` sets it)."""
+    saved = os.environ.pop("OMP_WAIT_POLICY", None)
+    if wait_policy != "default":
+        os.environ["OMP_WAIT_POLICY"] = wait_policy
     try:
         proc = ServeProcess("--max-num-seqs", str(slots), "--max-model-len", str(MAX_LEN))
     finally:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ.pop("OMP_WAIT_POLICY", None)
+        if saved is not None:
+            os.environ["OMP_WAIT_POLICY"] = saved
     proc.wait_ready()
     return proc
 
@@ -143,7 +150,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--concurrency", default="1,16")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--wait-policies", action="store_true", help="also compare the server under OMP_WAIT_POLICY ACTIVE and PASSIVE")
+    ap.add_argument("--wait-policies", default="", help="also run the server alone under these OpenMP wait settings, e.g. default,PASSIVE,ACTIVE")
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -152,10 +159,10 @@ def main() -> None:
     slots = max(levels)
 
     llm = LLM(max_model_len=MAX_LEN, max_num_seqs=slots)
-    server = _serve("PASSIVE", slots)
-    print("warm-up", flush=True)
-    in_process(llm, _tag(prompts[:4], "warm"), 2, 16, spec)
-    asyncio.run(through_server(server.url, _tag(prompts[:4], "warm"), 2, 16))
+    server = _serve("default", slots)
+    print("warm-up", flush=True)  # the whole prompt set once on each side: caches, and each side's policy learns alike
+    in_process(llm, _tag(prompts, "warm"), 4, 32, spec)
+    asyncio.run(through_server(server.url, _tag(prompts, "warm"), 4, 32))
 
     runs: dict[tuple[str, int], list[dict[str, object]]] = {}
     for r in range(args.repeats):
@@ -177,9 +184,10 @@ def main() -> None:
     if args.wait_policies:
         llm.loop.close()
         del llm
+        policies = args.wait_policies.split(",")
         policy_runs: dict[tuple[str, int], list[dict[str, object]]] = {}
         for r in range(args.repeats):
-            for policy in (["ACTIVE", "PASSIVE"] if r % 2 == 0 else ["PASSIVE", "ACTIVE"]):
+            for policy in policies if r % 2 == 0 else policies[::-1]:
                 proc = _serve(policy, slots)
                 asyncio.run(through_server(proc.url, _tag(prompts[:4], "warm"), 2, 16))
                 for c in levels:

@@ -233,11 +233,11 @@ def _train_draft(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Between steps the kernels' OpenMP threads sleep instead of spinning, so the
-    # HTTP side gets the CPU (read when the kernels load; see BENCHMARKS.md for its cost).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from specwise.server.app import ServeConfig
-    from specwise.server.run import serve
+    from specwise.server.run import OMP_ENV, serve
+
+    for name, value in OMP_ENV.items():  # before the kernels load, which is when OpenMP reads them
+        os.environ.setdefault(name, value)
 
     config = ServeConfig(
         model=args.model, drafters=tuple(d.strip() for d in args.drafter.split(",") if d.strip()), policy=args.policy,

@@ -97,15 +97,17 @@ class EngineLoop:
                     self._cond.notify_all()  # wakes wait_idle
                     self._cond.wait()
                 self._busy = True
-                commands = list(self._inbox)
+                aborts = []
+                for seq, listener, first in self._inbox:
+                    if listener is None:
+                        aborts.append(seq)
+                    else:  # under the lock, so num_waiting never misses a request in transit
+                        self._listeners[seq] = (listener, 0)
+                        sched.submit(seq, first=first)
                 self._inbox.clear()
                 closed = self._closed
-            for seq, listener, first in commands:
-                if listener is None:
-                    self._abort(seq)
-                else:
-                    self._listeners[seq] = (listener, 0)
-                    sched.submit(seq, first=first)
+            for seq in aborts:
+                self._abort(seq)
             if closed:
                 for seq in [s for s, _ in sched.waiting] + list(sched.running):
                     self._abort(seq)

@@ -26,6 +26,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from specwise.api import LLM, MAX_SPECULATIVE_TOKENS, SpeculativeConfig
@@ -78,12 +79,35 @@ class _Tracked:
     """One request in flight: the queue its deltas go to, and its timings."""
 
     seq: Sequence
-    queue: asyncio.Queue[tuple[str, str | None]]
-    arrival: float
-    last: float = 0.0
+    stream: TextStream
+    queue: asyncio.Queue[tuple[str, str | None]] = field(default_factory=asyncio.Queue)
+    arrival: float = field(default_factory=time.perf_counter)
+    last_token: float | None = None
     ended: bool = False
-    stream: TextStream | None = None
-    loop: asyncio.AbstractEventLoop | None = field(default=None)
+
+
+class _Outbox:
+    """Deltas from the engine thread to the event loop, one wake-up per step however
+    many requests got tokens in it (each wake-up costs the HTTP side a syscall and a
+    loop turn, taken from the two cores the kernels run on)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.items: list[tuple[_Tracked, str, str | None]] = []
+
+    def put(self, t: _Tracked, delta: str, reason: str | None) -> None:
+        with self.lock:
+            self.items.append((t, delta, reason))
+            wake = len(self.items) == 1
+        if wake:
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+        for t, delta, reason in items:
+            t.queue.put_nowait((delta, reason))
 
 
 class Server:
@@ -96,6 +120,7 @@ class Server:
         self.draining = False
         self.metrics = ServerMetrics(positions=max(config.num_speculative_tokens, 1))
         self.model_name = config.served_model_name or ""
+        self._outbox: _Outbox | None = None
 
     def load(self, llm: LLM | None = None) -> None:
         """Load the model (or take ``llm``, loaded already), every drafter and the
@@ -173,41 +198,41 @@ class Server:
             raise APIError(429, f"the server is at capacity ({c.max_queue} requests waiting); retry later", type="rate_limit_error", code="queue_full")
         generator = torch.Generator().manual_seed(body.seed) if body.seed is not None else None
         seq = llm.sequence(uuid.uuid4().hex, ids, params, spec, segment=segment, generator=generator)
-        tracked = _Tracked(seq, asyncio.Queue(), time.perf_counter(), stream=TextStream(llm.tokenizer), loop=asyncio.get_running_loop())
-        tracked.last = tracked.arrival
-        llm.loop.submit(seq, lambda s, new: self._on_tokens(tracked, new))
+        if self._outbox is None:
+            self._outbox = _Outbox(asyncio.get_running_loop())
+        tracked, outbox = _Tracked(seq, TextStream(llm.tokenizer)), self._outbox
+        llm.loop.submit(seq, lambda s, new: self._on_tokens(tracked, new, outbox))
         return tracked
 
-    def _on_tokens(self, t: _Tracked, new: list[int]) -> None:
+    def _on_tokens(self, t: _Tracked, new: list[int], outbox: _Outbox) -> None:
         """In the engine thread: the text delta and the metrics, then a hand-off to the client's queue."""
         seq, now = t.seq, time.perf_counter()
-        assert t.stream is not None and t.loop is not None
         delta = t.stream.update(seq)
         if new:
-            if t.last == t.arrival:
+            if t.last_token is None:
                 self.metrics.first_token(now - t.arrival)
-                if len(new) > 1:
-                    self.metrics.tokens(len(new) - 1, 0.0)
+                self.metrics.tokens(len(new) - 1, 0.0)
             else:
-                self.metrics.tokens(len(new), now - t.last)
-            t.last = now
+                self.metrics.tokens(len(new), now - t.last_token)
+            t.last_token = now
         if seq.finished:
             self.metrics.ended(seq, t.arrival, now)
-        t.loop.call_soon_threadsafe(t.queue.put_nowait, (delta, seq.finish_reason))
+        outbox.put(t, delta, seq.finish_reason)
 
     def abort(self, t: _Tracked) -> None:
         if not t.ended and self.llm is not None:
             self.llm.loop.abort(t.seq)
 
 
+_SEGMENT = TypeAdapter(Segment)
+
+
 def _header_segment(request: Request) -> str | None:
     value = request.headers.get("x-segment")
     if value is None:
         return None
-    from pydantic import TypeAdapter, ValidationError
-
     try:
-        return TypeAdapter(Segment).validate_python(value)
+        return _SEGMENT.validate_python(value)
     except ValidationError:
         raise APIError(400, "X-Segment must be 1-64 characters of letters, digits and _ . : -", param="X-Segment") from None
 
@@ -259,6 +284,9 @@ def _ended_badly(t: _Tracked, reason: str) -> APIError | None:
     if reason == "abort":
         return APIError(503, "the request was cancelled: the server is shutting down", type="server_error", code="aborted")
     return None
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _sse(data: object) -> str:
@@ -339,7 +367,7 @@ def create_app(server: Server) -> FastAPI:
 
         if body.stream:
             include = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_stream(server, t, chunk, include), media_type="text/event-stream")
+            return StreamingResponse(_stream(server, t, chunk, include), media_type="text/event-stream", headers=_SSE_HEADERS)
         try:
             text, reason = await _collect(request, server, t)
         finally:
@@ -379,7 +407,7 @@ def create_app(server: Server) -> FastAPI:
 
         if body.stream:
             include = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_stream(server, t, chunk, include), media_type="text/event-stream")
+            return StreamingResponse(_stream(server, t, chunk, include), media_type="text/event-stream", headers=_SSE_HEADERS)
         try:
             text, reason = await _collect(request, server, t)
         finally:

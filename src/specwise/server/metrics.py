@@ -78,6 +78,7 @@ class ServerMetrics:
             return label
 
     def tokens(self, n: int, interval_s: float) -> None:
+        """``n`` tokens that arrived together, ``interval_s`` after the previous ones."""
         for _ in range(n):
             self.itl.observe(interval_s / n)
 
