@@ -32,6 +32,7 @@ from specwise.sampling import SamplingParams
 from specwise.scheduler import Scheduler, SchedulerConfig
 from specwise.sequence import Sequence
 from specwise.text_stream import TextStream
+from specwise.threads import in_passing_thread
 
 POLICIES = ("fixed", "adaptive")
 MAX_SPECULATIVE_TOKENS = 32
@@ -112,14 +113,14 @@ class LLM:
             raise SpecwiseError(f"max_batched_tokens must be >= 2, got {max_batched_tokens}")
         if max_num_seqs < 1:
             raise SpecwiseError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
-        ckpt = load_checkpoint(model if model is not None else default_model_path())
+        ckpt = in_passing_thread(lambda: load_checkpoint(model if model is not None else default_model_path()))
         self.source = ckpt.source
         self.config = ckpt.config
         self.tokenizer = ckpt.tokenizer
-        self.model = LlamaModel.from_checkpoint(ckpt)
+        self.model = in_passing_thread(lambda: LlamaModel.from_checkpoint(ckpt))
         self.max_model_len = min(max_model_len, self.config.max_position)
         self.max_batched_tokens = max_batched_tokens
-        cache = KVCache(self.config, num_slots=max_num_seqs, max_len=self.max_model_len)
+        cache = in_passing_thread(lambda: KVCache(self.config, num_slots=max_num_seqs, max_len=self.max_model_len))
         self.loop = EngineLoop(Scheduler(Engine(self.model, self.tokenizer, cache), self._scheduler_config(max_num_seqs)))
         self.drafters = DrafterFactory(self)
         self._drafters: dict[tuple[str, int, int, int], Drafter] = {}
@@ -146,7 +147,7 @@ class LLM:
         if not self.loop.wait_idle(timeout=5.0):
             raise SpecwiseError("the engine is serving requests; its batch size can only change while it is idle")
         if self.cache.num_slots < max_num_seqs:
-            sched.engine.cache = KVCache(self.config, num_slots=max_num_seqs, max_len=self.max_model_len)
+            sched.engine.cache = in_passing_thread(lambda: KVCache(self.config, num_slots=max_num_seqs, max_len=self.max_model_len))
             self._drafters.clear()
         sched.config = config
 
@@ -167,7 +168,8 @@ class LLM:
             return FixedPolicy(0)
         if spec.policy == "fixed":
             return FixedPolicy(MAX_SPECULATIVE_TOKENS)
-        return AdaptivePolicy(step_cost_model(self.model, str(self.source)), max_k=MAX_SPECULATIVE_TOKENS)
+        costs = in_passing_thread(lambda: step_cost_model(self.model, str(self.source)))  # may profile the model
+        return AdaptivePolicy(costs, max_k=MAX_SPECULATIVE_TOKENS)
 
     def policy(self, spec: SpeculativeConfig) -> Policy | None:
         """The loop's own policy of this kind, which lives and learns as long as the loop
@@ -190,7 +192,7 @@ class LLM:
             return None
         key = (spec.drafter, spec.ngram_min, spec.ngram_max, spec.draft_vocab)
         if key not in self._drafters:
-            self._drafters[key] = self.drafters.build(spec, self.cache)
+            self._drafters[key] = in_passing_thread(lambda: self.drafters.build(spec, self.cache))
         return self._drafters[key]
 
     def sequence(
