@@ -7,8 +7,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from specwise.errors import SpecwiseError
+
+if TYPE_CHECKING:
+    from specwise.api import LLM, Result, SpeculativeConfig
+    from specwise.prompts import Request
+    from specwise.sampling import SamplingParams
 
 
 def _positive_int(text: str) -> int:
@@ -164,22 +170,46 @@ def _generate(args: argparse.Namespace) -> int:
     _check_output(args.output)
 
     llm = LLM(args.model, max_model_len=args.max_model_len, max_batched_tokens=args.max_batched_tokens)
-    stream = len(requests) == 1 and not args.compare
-    on_text = (lambda _rid, text: print(text, end="", flush=True)) if stream else None
-    results = llm.generate(requests, params, spec, chat=args.chat, concurrency=args.concurrency, on_text=on_text)
-    if stream:
-        print()
     if args.compare:
-        llm.reset_prefix_cache()
-        plain = llm.generate(requests, params, None, chat=args.chat, concurrency=args.concurrency)
+        plain, results = _compare(llm, requests, params, spec, args.chat, args.concurrency)
         print_comparison(plain, results, spec)
     else:
+        stream = len(requests) == 1
+        on_text = (lambda _rid, text: print(text, end="", flush=True)) if stream else None
+        results = llm.generate(requests, params, spec, chat=args.chat, concurrency=args.concurrency, on_text=on_text)
+        if stream:
+            print()
         print_results(results, spec)
     if args.output is not None:
         with open(args.output, "w", encoding="utf-8") as f:
             for result in results:
                 f.write(json.dumps(result.to_dict()) + "\n")
     return 0
+
+
+def _compare(
+    llm: LLM, requests: list[Request], params: SamplingParams, spec: SpeculativeConfig, chat: bool, concurrency: int
+) -> tuple[list[Result], list[Result]]:
+    """Plain and speculative results, started alike: one untimed warm-up of each
+    first (kernel build, drafter and cost profile land on neither side), then
+    prompt by prompt in alternating order (whole runs, alternating, when several
+    requests share the batch), each from a forgotten prefix cache."""
+    from dataclasses import replace
+
+    warm = replace(params, max_tokens=min(params.max_tokens, 8))
+    for side in (spec, None):
+        llm.generate(requests[:1], warm, side, chat=chat)
+    plain, fast = [], []
+    if concurrency > 1:
+        for side, out in ((None, plain), (spec, fast)):
+            llm.reset_prefix_cache()
+            out += llm.generate(requests, params, side, chat=chat, concurrency=concurrency)
+        return plain, fast
+    for i, req in enumerate(requests):
+        for side, out in ((spec, fast), (None, plain)) if i % 2 else ((None, plain), (spec, fast)):
+            llm.reset_prefix_cache()
+            out += llm.generate([req], params, side, chat=chat)
+    return plain, fast
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -323,6 +323,31 @@ async def _stream(server: Server, t: _Tracked, chunk: Chunk, include_usage: bool
         server.abort(t)
 
 
+async def _respond(
+    server: Server,
+    request: Request,
+    body: ChatCompletionRequest | CompletionRequest,
+    t: _Tracked,
+    chunk: Chunk,
+    choice: Callable[[str, str], dict[str, object]],
+    kind: str,
+    rid: str,
+    created: int,
+) -> Response:
+    """A stream of chunks, or the whole answer once it is done."""
+    if body.stream:
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_stream(server, t, chunk, include), media_type="text/event-stream", headers=_SSE_HEADERS)
+    try:
+        text, reason = await _collect(request, server, t)
+    finally:
+        server.abort(t)
+    if (error := _ended_badly(t, reason)) is not None:
+        raise error
+    answer = {"index": 0, **choice(text, reason), "logprobs": None, **_token_ids(body, t)}
+    return JSONResponse({"id": rid, "object": kind, "created": created, "model": server.model_name, "choices": [answer], "usage": _usage(t.seq)})
+
+
 def create_app(server: Server) -> FastAPI:
     app = FastAPI(title="specwise", summary="OpenAI-compatible API with per-request speculative decoding")
 
@@ -365,20 +390,10 @@ def create_app(server: Server) -> FastAPI:
                 choice = {"index": 0, "delta": {"content": delta} if delta else {}, "logprobs": None, "finish_reason": reason}
             return {**head, "choices": [choice]}
 
-        if body.stream:
-            include = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_stream(server, t, chunk, include), media_type="text/event-stream", headers=_SSE_HEADERS)
-        try:
-            text, reason = await _collect(request, server, t)
-        finally:
-            server.abort(t)
-        if (error := _ended_badly(t, reason)) is not None:
-            raise error
-        message = {"role": "assistant", "content": text}
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason, **_token_ids(body, t)}
-        return JSONResponse({
-            "id": rid, "object": "chat.completion", "created": created, "model": server.model_name, "choices": [choice], "usage": _usage(t.seq),
-        })  # fmt: skip
+        def choice(text: str, reason: str) -> dict[str, object]:
+            return {"message": {"role": "assistant", "content": text}, "finish_reason": reason}
+
+        return await _respond(server, request, body, t, chunk, choice, "chat.completion", rid, created)
 
     @v1.post("/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
@@ -405,19 +420,10 @@ def create_app(server: Server) -> FastAPI:
                 return None
             return {**head, "choices": [{"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}]}
 
-        if body.stream:
-            include = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_stream(server, t, chunk, include), media_type="text/event-stream", headers=_SSE_HEADERS)
-        try:
-            text, reason = await _collect(request, server, t)
-        finally:
-            server.abort(t)
-        if (error := _ended_badly(t, reason)) is not None:
-            raise error
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason, **_token_ids(body, t)}
-        return JSONResponse({
-            "id": rid, "object": "text_completion", "created": created, "model": server.model_name, "choices": [choice], "usage": _usage(t.seq),
-        })  # fmt: skip
+        def choice(text: str, reason: str) -> dict[str, object]:
+            return {"text": text, "finish_reason": reason}
+
+        return await _respond(server, request, body, t, chunk, choice, "text_completion", rid, created)
 
     app.include_router(v1)
 
