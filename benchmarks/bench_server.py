@@ -5,8 +5,8 @@ The same prompts (first turns of a prompts file) and the same engine settings
 ``LLM.generate`` and through ``specwise serve`` (a subprocess on loopback,
 streamed with httpx, N requests in flight) at each concurrency. Rounds
 alternate which side goes first; every run tags its prompts with the run's
-name, so no run finds another's prompts in the prefix cache. Both sides use
-the OpenMP wait settings `specwise serve` uses. TTFT counts from a request's
+name, so no run finds another's prompts in the prefix cache. Both sides keep
+libgomp's default wait policy, as `specwise serve` does. TTFT counts from a request's
 admission in-process and from sending it over HTTP; inter-token latency is
 the gap between streamed text chunks (one per engine step) on both sides.
 
@@ -31,16 +31,11 @@ import sys
 import time
 from pathlib import Path
 
-from specwise.server.run import OMP_ENV  # noqa: E402  (what `specwise serve` sets, read when the kernels load)
+import httpx
+import numpy as np
 
-for _name, _value in OMP_ENV.items():
-    os.environ.setdefault(_name, _value)
-
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-
-from specwise import LLM, Request, SamplingParams, SpeculativeConfig  # noqa: E402
-from specwise.prompts import load_prompts  # noqa: E402
+from specwise import LLM, Request, SamplingParams, SpeculativeConfig
+from specwise.prompts import load_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.server_util import ServeProcess  # noqa: E402
@@ -129,7 +124,7 @@ def _median(rows: list[dict[str, object]]) -> dict[str, object]:
 
 
 def _serve(wait_policy: str, slots: int) -> ServeProcess:
-    """The server with OMP_WAIT_POLICY set to ``wait_policy`` ("default": as `serve` sets it)."""
+    """The server with OMP_WAIT_POLICY set to ``wait_policy`` ("default": unset, as `serve` runs)."""
     saved = os.environ.pop("OMP_WAIT_POLICY", None)
     if wait_policy != "default":
         os.environ["OMP_WAIT_POLICY"] = wait_policy

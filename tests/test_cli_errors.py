@@ -137,3 +137,22 @@ def test_gguf_missing_metadata(tmp_path):
 def test_prompt_longer_than_context():
     prompt = "count with me: " + " ".join(str(i) for i in range(60))
     assert_one_line_error(run_cli("generate", prompt, "--max-model-len", "16"), "does not fit", "16")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--drafter", "medusa"], "unknown drafter"),
+        (["--drafter", "none,ngram"], "'none' cannot be loaded"),
+        (["--max-queue", "-1"], "max_queue"),
+        (["--num-speculative-tokens", "99"], "num_speculative_tokens"),
+        (["--model", "/no/such/model.gguf"], "does not exist"),
+    ],
+)
+def test_serve_refuses_bad_settings_before_loading(args, fragment):
+    assert_one_line_error(run_cli("serve", "--port", "0", *args, timeout=60), fragment)
+
+
+def test_serve_refuses_a_port_out_of_range():
+    proc = run_cli("serve", "--port", "70000", timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "0..65535" in proc.stderr

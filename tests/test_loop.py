@@ -61,11 +61,13 @@ def _loop(slots: int = 2) -> tuple[EngineLoop, ScriptedEngine]:
 
 
 class Collector:
-    def __init__(self) -> None:
+    """A listener that records each request's tokens and end; ``done`` once ``expect`` ended."""
+
+    def __init__(self, expect: int) -> None:
         self.tokens: dict[str, list[int]] = {}
         self.ended: dict[str, str] = {}
         self.done = threading.Event()
-        self.expect = 0
+        self.expect = expect
 
     def __call__(self, seq: Sequence, new: list[int]) -> None:
         self.tokens.setdefault(seq.request_id, []).extend(new)
@@ -81,8 +83,7 @@ def _seq(rid: str, max_tokens: int = 4) -> Sequence:
 
 def test_streams_every_token_once_and_ends_each_request():
     loop, _ = _loop()
-    got = Collector()
-    got.expect = 3
+    got = Collector(3)
     for rid in "abc":
         loop.submit(_seq(rid), got)
     assert got.done.wait(5)
@@ -95,8 +96,7 @@ def test_streams_every_token_once_and_ends_each_request():
 def test_abort_frees_a_running_slot_and_drops_a_waiting_request():
     loop, engine = _loop(slots=1)
     engine.step_delay = 0.01
-    got = Collector()
-    got.expect = 3
+    got = Collector(3)
     long, waiting, after = _seq("long", 10_000), _seq("waiting"), _seq("after")
     loop.submit(long, got)
     loop.submit(waiting, got)
@@ -116,8 +116,7 @@ def test_abort_frees_a_running_slot_and_drops_a_waiting_request():
 def test_a_failing_step_fails_its_requests_only_and_the_loop_goes_on():
     loop, engine = _loop(slots=1)
     engine.fail_when = "bad"
-    got = Collector()
-    got.expect = 3
+    got = Collector(3)
     for rid in ("ok1", "bad", "ok2"):
         loop.submit(_seq(rid), got)
     assert got.done.wait(5)
@@ -129,8 +128,7 @@ def test_a_failing_step_fails_its_requests_only_and_the_loop_goes_on():
 
 def test_a_listener_that_raises_does_not_stop_the_loop():
     loop, _ = _loop()
-    got = Collector()
-    got.expect = 1
+    got = Collector(1)
 
     def broken(seq, new):
         raise ValueError("listener bug")
@@ -144,8 +142,7 @@ def test_a_listener_that_raises_does_not_stop_the_loop():
 def test_close_aborts_what_is_left_and_refuses_more():
     loop, engine = _loop(slots=1)
     engine.step_delay = 0.01
-    got = Collector()
-    got.expect = 2
+    got = Collector(2)
     loop.submit(_seq("a", 10_000), got)
     loop.submit(_seq("b"), got)
     time.sleep(0.05)

@@ -249,8 +249,6 @@ class LLM:
             raise SpecwiseError(f"{len(per_request)} sampling parameter sets for {len(reqs)} requests")
         if arrivals is not None and len(arrivals) != len(reqs):
             raise SpecwiseError(f"{len(arrivals)} arrival times for {len(reqs)} requests")
-        if concurrency < 1:
-            raise SpecwiseError(f"concurrency must be >= 1, got {concurrency}")
         with self._generating:
             self.configure(concurrency)
             make = lambda ids, req, p, gen: self.sequence(req.id, ids, p, spec, segment=req.segment, policy=policy, drafter=drafter, generator=gen)  # noqa: E731
@@ -285,8 +283,8 @@ class _Run:
     def _on_tokens(self, seq: Sequence, new: list[int]) -> None:
         """In the loop thread."""
         conv, stream = self.owner[seq]
-        if stream is not None and self.on_text is not None and (text := stream.update(seq)):
-            self.on_text(conv.request.id, text)
+        if stream is not None and (text := stream.update(seq)):
+            self.on_text(conv.request.id, text)  # type: ignore[misc]  (a stream exists only with on_text)
         if not seq.finished:
             return
         nxt = None

@@ -24,6 +24,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {value}")
+    return value
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -90,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     srv = sub.add_parser("serve", help="serve an OpenAI-compatible API with per-request speculation and Prometheus /metrics")
     srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--port", type=_port, default=8000)
     srv.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
     srv.add_argument("--drafter", default="ngram", help="drafters to load, comma-separated (ngram,eagle); the first serves requests that name none; none = plain only")
     srv.add_argument("--policy", choices=["adaptive", "fixed"], default="adaptive")
@@ -264,10 +271,7 @@ def _train_draft(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from specwise.server.app import ServeConfig
-    from specwise.server.run import OMP_ENV, serve
-
-    for name, value in OMP_ENV.items():  # before the kernels load, which is when OpenMP reads them
-        os.environ.setdefault(name, value)
+    from specwise.server.run import serve
 
     config = ServeConfig(
         model=args.model, drafters=tuple(d.strip() for d in args.drafter.split(",") if d.strip()), policy=args.policy,

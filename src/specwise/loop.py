@@ -68,10 +68,6 @@ class EngineLoop:
     def num_running(self) -> int:
         return len(self.scheduler.running)
 
-    def idle(self) -> bool:
-        with self._cond:
-            return self._idle()
-
     def _idle(self) -> bool:
         return not self._inbox and not self._busy and not self.scheduler.has_work()
 

@@ -161,7 +161,7 @@ class AdaptivePolicy:
     _step: int = 0
 
     def _stats(self, seq: Sequence) -> AcceptanceStats:
-        key = stats_key(seq)
+        key = (_drafter_name(seq), seq.segment or "")
         if key not in self.stats:
             self.stats[key] = AcceptanceStats(self.max_k)
         return self.stats[key]
@@ -228,7 +228,3 @@ class AdaptivePolicy:
 
 def _drafter_name(seq: Sequence) -> str:
     return seq.drafter.name if seq.drafter is not None else "none"
-
-
-def stats_key(seq: Sequence) -> tuple[str, str]:
-    return _drafter_name(seq), seq.segment or ""

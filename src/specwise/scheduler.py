@@ -50,16 +50,13 @@ class SchedulerConfig:
 
 class Scheduler:
     def __init__(self, engine: Engine, config: SchedulerConfig) -> None:
+        if engine.cache.num_slots < config.max_num_seqs:
+            raise SpecwiseError(f"KV cache has {engine.cache.num_slots} slots for {config.max_num_seqs} sequences")
         self.engine = engine
         self.config = config
-        self.check_slots()
         self.waiting: deque[tuple[Sequence, float]] = deque()
         self.running: list[Sequence] = []
         self.failed_steps = 0
-
-    def check_slots(self) -> None:
-        if self.engine.cache.num_slots < self.config.max_num_seqs:
-            raise SpecwiseError(f"KV cache has {self.engine.cache.num_slots} slots for {self.config.max_num_seqs} sequences")
 
     def submit(self, seq: Sequence, *, first: bool = False) -> None:
         """Queue a sequence; ``first`` puts it ahead of the others (a conversation's next turn)."""
@@ -117,20 +114,20 @@ class Scheduler:
 
     def _run(self, decoding: list[Sequence], prompts: list[Sequence], chunks: list[int]) -> None:
         engine = self.engine
-        ks = self._choose(decoding, sum(chunks))
+        groups = group_by(decoding, lambda s: s.policy)
+        ks = self._choose(decoding, groups, sum(chunks))
         start = time.perf_counter()
         drafted, accepted = engine.step(decoding + prompts, [*ks, *[0] * len(prompts)], [1] * len(decoding) + chunks)
         target_s = time.perf_counter() - start - sum(engine.last_draft_s.values())
         rows = len(decoding) + sum(chunks) + sum(drafted)
-        for policy, idx in group_by(decoding, lambda s: s.policy):
+        for policy, idx in groups:
             group = [decoding[i] for i in idx]
             policy.observe(group, [drafted[i] for i in idx], [accepted[i] for i in idx], rows, target_s, engine.last_draft_s)
 
-    def _choose(self, decoding: list[Sequence], prompt_rows: int) -> list[int]:
+    def _choose(self, decoding: list[Sequence], groups: list[tuple[Policy, list[int]]], prompt_rows: int) -> list[int]:
         """K per decoding sequence: each policy decides for its own sequences, with the
         prompt rows, the other sequences' rows and drafts already chosen as given."""
         ks = [0] * len(decoding)
-        groups = group_by(decoding, lambda s: s.policy)
         decided = prompt_rows + len(decoding)
         for policy, idx in groups:
             group = [decoding[i] for i in idx]

@@ -293,59 +293,87 @@ def _sse(data: object) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-Chunk = Callable[..., dict[str, object] | None]
-"""(delta or None for the opening chunk, finish reason, usage_only=False) -> a chunk body."""
+@dataclass(slots=True, frozen=True)
+class _Shape:
+    """How one endpoint's answers look: the whole answer, and its stream of chunks."""
+
+    prefix: str
+    object: str
+    chunk_object: str
+    opening: dict[str, object] | None
+    """A first chunk before any text (chat names the role there)."""
+    piece: Callable[[str], dict[str, object]]
+    """A chunk's text."""
+    whole: Callable[[str], dict[str, object]]
+    """The whole answer's text."""
 
 
-async def _stream(server: Server, t: _Tracked, chunk: Chunk, include_usage: bool) -> AsyncIterator[str]:
+_CHAT = _Shape(
+    "chatcmpl", "chat.completion", "chat.completion.chunk", {"delta": {"role": "assistant", "content": ""}},
+    piece=lambda text: {"delta": {"content": text} if text else {}},
+    whole=lambda text: {"message": {"role": "assistant", "content": text}},
+)  # fmt: skip
+_COMPLETION = _Shape("cmpl", "text_completion", "text_completion", None, piece=lambda text: {"text": text}, whole=lambda text: {"text": text})
+
+
+class _Answer:
+    """One response's identity and the bodies it is made of."""
+
+    def __init__(self, server: Server, t: _Tracked, shape: _Shape) -> None:
+        self.t, self.shape = t, shape
+        self.head = {"id": f"{shape.prefix}-{t.seq.request_id}", "created": int(time.time()), "model": server.model_name}
+
+    def chunk(self, text_part: dict[str, object], reason: str | None) -> dict[str, object]:
+        choice = {"index": 0, **text_part, "logprobs": None, "finish_reason": reason}
+        return {**self.head, "object": self.shape.chunk_object, "choices": [choice]}
+
+    def usage_chunk(self) -> dict[str, object]:
+        return {**self.head, "object": self.shape.chunk_object, "choices": [], "usage": _usage(self.t.seq)}
+
+    def whole(self, text: str, reason: str, body: ChatCompletionRequest | CompletionRequest) -> dict[str, object]:
+        choice = {"index": 0, **self.shape.whole(text), "logprobs": None, "finish_reason": reason, **_token_ids(body, self.t)}
+        return {**self.head, "object": self.shape.object, "choices": [choice], "usage": _usage(self.t.seq)}
+
+
+async def _stream(server: Server, answer: _Answer, include_usage: bool) -> AsyncIterator[str]:
     """Server-sent events: deltas as the engine verifies them, the finish reason, the
     usage if asked, then [DONE]. A client that goes away aborts the request."""
+    t, shape = answer.t, answer.shape
     try:
-        first = chunk(None, None)
-        if first is not None:
-            yield _sse(first)
+        if shape.opening is not None:
+            yield _sse(answer.chunk(shape.opening, None))
         while True:
             delta, reason = await t.queue.get()
+            error = _ended_badly(t, reason) if reason is not None else None
+            if delta and error is None:
+                yield _sse(answer.chunk(shape.piece(delta), None))
             if reason is not None:
                 t.ended = True
-            if delta and not (reason is not None and _ended_badly(t, reason)):
-                yield _sse(chunk(delta, None))
-            if reason is not None:
                 break
-        if (error := _ended_badly(t, reason)) is not None:
+        if error is not None:
             yield _sse(error.body())
         else:
-            yield _sse(chunk("", reason))
+            yield _sse(answer.chunk(shape.piece(""), reason))
             if include_usage:
-                yield _sse({**chunk("", reason, usage_only=True), "choices": [], "usage": _usage(t.seq)})
+                yield _sse(answer.usage_chunk())
         yield "data: [DONE]\n\n"
     finally:
         server.abort(t)
 
 
-async def _respond(
-    server: Server,
-    request: Request,
-    body: ChatCompletionRequest | CompletionRequest,
-    t: _Tracked,
-    chunk: Chunk,
-    choice: Callable[[str, str], dict[str, object]],
-    kind: str,
-    rid: str,
-    created: int,
-) -> Response:
+async def _respond(server: Server, request: Request, body: ChatCompletionRequest | CompletionRequest, t: _Tracked, shape: _Shape) -> Response:
     """A stream of chunks, or the whole answer once it is done."""
+    answer = _Answer(server, t, shape)
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(server, t, chunk, include), media_type="text/event-stream", headers=_SSE_HEADERS)
+        return StreamingResponse(_stream(server, answer, include), media_type="text/event-stream", headers=_SSE_HEADERS)
     try:
         text, reason = await _collect(request, server, t)
     finally:
         server.abort(t)
     if (error := _ended_badly(t, reason)) is not None:
         raise error
-    answer = {"index": 0, **choice(text, reason), "logprobs": None, **_token_ids(body, t)}
-    return JSONResponse({"id": rid, "object": kind, "created": created, "model": server.model_name, "choices": [answer], "usage": _usage(t.seq)})
+    return JSONResponse(answer.whole(text, reason, body))
 
 
 def create_app(server: Server) -> FastAPI:
@@ -377,23 +405,7 @@ def create_app(server: Server) -> FastAPI:
             ids = llm.encode_messages(messages, chat=True)
         except SpecwiseError as exc:
             raise APIError(400, str(exc), param="messages") from None
-        t = server.submit(request, body, ids, "messages")
-        rid, created = f"chatcmpl-{t.seq.request_id}", int(time.time())
-
-        def chunk(delta: str | None, reason: str | None, usage_only: bool = False) -> dict[str, object] | None:
-            head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": server.model_name}
-            if usage_only:
-                return head
-            if delta is None:  # the opening chunk names the role
-                choice = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-            else:
-                choice = {"index": 0, "delta": {"content": delta} if delta else {}, "logprobs": None, "finish_reason": reason}
-            return {**head, "choices": [choice]}
-
-        def choice(text: str, reason: str) -> dict[str, object]:
-            return {"message": {"role": "assistant", "content": text}, "finish_reason": reason}
-
-        return await _respond(server, request, body, t, chunk, choice, "chat.completion", rid, created)
+        return await _respond(server, request, body, server.submit(request, body, ids, "messages"), _CHAT)
 
     @v1.post("/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
@@ -409,21 +421,7 @@ def create_app(server: Server) -> FastAPI:
             ids = list(prompt)  # type: ignore[arg-type]
             if not ids or min(ids) < 0 or max(ids) >= llm.config.vocab_size:
                 raise APIError(400, f"prompt token ids must be in 0..{llm.config.vocab_size - 1}", param="prompt")
-        t = server.submit(request, body, ids, "prompt")
-        rid, created = f"cmpl-{t.seq.request_id}", int(time.time())
-
-        def chunk(delta: str | None, reason: str | None, usage_only: bool = False) -> dict[str, object] | None:
-            head = {"id": rid, "object": "text_completion", "created": created, "model": server.model_name}
-            if usage_only:
-                return head
-            if delta is None:
-                return None
-            return {**head, "choices": [{"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}]}
-
-        def choice(text: str, reason: str) -> dict[str, object]:
-            return {"text": text, "finish_reason": reason}
-
-        return await _respond(server, request, body, t, chunk, choice, "text_completion", rid, created)
+        return await _respond(server, request, body, server.submit(request, body, ids, "prompt"), _COMPLETION)
 
     app.include_router(v1)
 

@@ -20,12 +20,11 @@ from specwise.server.app import ServeConfig, Server, create_app
 
 log = logging.getLogger("specwise")
 
-OMP_ENV: dict[str, str] = {}
-"""OpenMP settings `serve` applies unless already set (read when the kernels load).
-None: libgomp's default spins briefly after a parallel region, then sleeps, so
-the threads spin through a step's few-microsecond gaps and sleep between steps.
-Measured through the server (BENCHMARKS.md): OMP_WAIT_POLICY=PASSIVE, which
-sleeps at every gap, cost 25% of batch-1 throughput; ACTIVE matched the default."""
+# OpenMP's wait policy is left at libgomp's default on purpose: it spins briefly
+# after a parallel region, then sleeps, so the kernels' threads spin through a
+# step's few-microsecond gaps and sleep between steps, when the HTTP side runs.
+# Measured through the server (BENCHMARKS.md): OMP_WAIT_POLICY=PASSIVE, which
+# sleeps at every gap, cost 27% of batch-1 throughput; ACTIVE matched the default.
 
 
 class _Uvicorn(uvicorn.Server):
