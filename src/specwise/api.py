@@ -31,6 +31,7 @@ from specwise.prompts import Request
 from specwise.sampling import SamplingParams
 from specwise.scheduler import Scheduler, SchedulerConfig
 from specwise.sequence import Sequence
+from specwise.structured.grammar import GrammarCompiler
 from specwise.text_stream import TextStream
 from specwise.threads import in_passing_thread
 
@@ -54,6 +55,9 @@ class SpeculativeConfig:
     from measured acceptance and step cost."""
     draft_vocab: int = 0
     """Learned drafters choose among this many most frequent tokens (0 = all)."""
+    forced_tokens: bool = True
+    """Constrained requests draft the grammar's forced tokens ahead of the drafter
+    (``grammar+ngram`` for ``ngram``); off, the drafter alone drafts."""
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -123,7 +127,9 @@ class LLM:
         cache = in_passing_thread(lambda: KVCache(self.config, num_slots=max_num_seqs, max_len=self.max_model_len))
         self.loop = EngineLoop(Scheduler(Engine(self.model, self.tokenizer, cache), self._scheduler_config(max_num_seqs)))
         self.drafters = DrafterFactory(self)
-        self._drafters: dict[tuple[str, int, int, int], Drafter] = {}
+        self.grammars = GrammarCompiler(self.tokenizer.file.read_text(encoding="utf-8"), self.config.vocab_size, sorted(self.tokenizer.eos_token_ids))
+        """Matchers for constrained requests, on the target's tokenizer."""
+        self._drafters: dict[tuple[str, int, int, int, bool], Drafter] = {}
         self._policies: dict[str, Policy] = {}
         self._generating = threading.Lock()
 
@@ -186,13 +192,15 @@ class LLM:
         policy = self._policies.get("adaptive")
         return policy if isinstance(policy, AdaptivePolicy) else None
 
-    def drafter(self, spec: SpeculativeConfig) -> Drafter | None:
-        """The drafter a spec names, built once for this cache and kept (None for plain)."""
+    def drafter(self, spec: SpeculativeConfig, *, constrained: bool = False) -> Drafter | None:
+        """The drafter a spec names, built once for this cache and kept (None for plain);
+        for constrained requests, with the grammar's forced tokens first if the spec wants them."""
         if not spec.speculates:
             return None
-        key = (spec.drafter, spec.ngram_min, spec.ngram_max, spec.draft_vocab)
+        forced = constrained and spec.forced_tokens
+        key = (spec.drafter, spec.ngram_min, spec.ngram_max, spec.draft_vocab, forced)
         if key not in self._drafters:
-            self._drafters[key] = in_passing_thread(lambda: self.drafters.build(spec, self.cache))
+            self._drafters[key] = in_passing_thread(lambda: self.drafters.build(spec, self.cache, forced=forced))
         return self._drafters[key]
 
     def sequence(
@@ -215,7 +223,9 @@ class LLM:
             raise SpecwiseError(f"request {request_id!r}: prompt of {len(prompt_ids)} tokens does not fit the context of {self.max_model_len}")
         spec = spec or SpeculativeConfig(drafter="none")
         seq = Sequence(request_id, list(prompt_ids), len(prompt_ids), params, segment=segment, generator=generator)
-        seq.drafter = drafter or self.drafter(spec)
+        if params.constraint is not None:
+            seq.grammar = self.grammars.state(params.constraint, params.reasoning_end)
+        seq.drafter = drafter or self.drafter(spec, constrained=params.constraint is not None)
         if spec.speculates:
             seq.policy, seq.num_speculative_tokens = policy or self.policy(spec), spec.num_speculative_tokens
         return seq

@@ -33,6 +33,13 @@ class RequestStats:
     wall_s: float = 0.0
     """From the start of the prefill to the last token (summed over turns); latency is queue_s + wall_s."""
 
+    forced_tokens: int = 0
+    """Tokens emitted as the grammar's forced drafts (not counted in drafted/accepted)."""
+    mask_s: float = 0.0
+    """Time spent on the grammar: checking drafts, row masks, consuming tokens."""
+    mask_s_per_token: list[float] = field(default_factory=list)
+    """Grammar time per emitted token, one entry per step (for percentiles)."""
+
     draft_s: float = 0.0
     """Time spent drafting, in the steps this request took part in."""
     target_s: float = 0.0
@@ -56,11 +63,17 @@ class RequestStats:
         for i in range(accepted):
             self.accepted_by_position[i] += 1
 
+    def record_mask(self, seconds: float, tokens: int) -> None:
+        self.mask_s += seconds
+        if tokens:
+            self.mask_s_per_token.append(seconds / tokens)
+
     def merge(self, other: RequestStats) -> None:
         """Add another turn's counters (multi-turn conversations)."""
-        for name in ("cached_tokens", "new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s", "prefills", "prefill_s", "queue_s", "draft_s", "target_s"):
+        for name in ("cached_tokens", "new_tokens", "steps", "num_drafts", "drafted", "accepted", "wall_s", "prefills", "prefill_s", "queue_s", "draft_s", "target_s", "forced_tokens", "mask_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.prompt_tokens = max(self.prompt_tokens, other.prompt_tokens)
+        self.mask_s_per_token += other.mask_s_per_token
         for mine, theirs in ((self.drafted_by_position, other.drafted_by_position), (self.accepted_by_position, other.accepted_by_position)):
             mine.extend([0] * (len(theirs) - len(mine)))
             for i, v in enumerate(theirs):
@@ -106,6 +119,7 @@ class RequestStats:
             "accepted": self.accepted,
             "acceptance_rate": round(self.acceptance_rate, 4),
             "mean_accepted_per_step": round(self.mean_accepted_per_step, 4),
+            "forced_tokens": self.forced_tokens,
             "accepted_by_position": list(self.accepted_by_position),
             "drafted_by_position": list(self.drafted_by_position),
             "wall_s": round(self.wall_s, 4),
@@ -114,5 +128,6 @@ class RequestStats:
             "ttft_s": round(self.ttft_s, 4),
             "draft_s": round(self.draft_s, 4),
             "target_s": round(self.target_s, 4),
+            "mask_s": round(self.mask_s, 4),
             "queue_s": round(self.queue_s, 4),
         }

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from specwise.errors import SpecwiseError
+from specwise.structured.constraint import Constraint
 
 
 @dataclass(slots=True, frozen=True)
@@ -25,6 +26,11 @@ class SamplingParams:
     """Seed of the request's own generator, so a sampled run can be reproduced."""
     ignore_eos: bool = False
     """Keep generating past end-of-sequence tokens (benchmarks want fixed lengths)."""
+    constraint: Constraint | None = None
+    """What the output must match (JSON Schema, JSON object, regex, Lark grammar, choice)."""
+    reasoning_end: str | None = None
+    """With a constraint: text the model writes freely before it (the end of its reasoning);
+    the constraint applies to what follows."""
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -37,6 +43,8 @@ class SamplingParams:
             raise SpecwiseError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if any(not s for s in self.stop):
             raise SpecwiseError("stop strings must be non-empty")
+        if self.reasoning_end is not None and (not self.reasoning_end or self.constraint is None):
+            raise SpecwiseError("a reasoning end must be non-empty text and needs a constraint to start after it")
 
     @property
     def greedy(self) -> bool:

@@ -119,7 +119,7 @@ class Scheduler:
         start = time.perf_counter()
         drafted, accepted = engine.step(decoding + prompts, [*ks, *[0] * len(prompts)], [1] * len(decoding) + chunks)
         target_s = time.perf_counter() - start - sum(engine.last_draft_s.values())
-        rows = len(decoding) + sum(chunks) + sum(drafted)
+        rows = engine.last_rows
         for policy, idx in groups:
             group = [decoding[i] for i in idx]
             policy.observe(group, [drafted[i] for i in idx], [accepted[i] for i in idx], rows, target_s, engine.last_draft_s)

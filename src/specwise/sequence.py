@@ -15,6 +15,7 @@ from specwise.sampling import SamplingParams
 if TYPE_CHECKING:
     from specwise.drafters.base import Drafter
     from specwise.policy import Policy
+    from specwise.structured.grammar import GrammarState
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +40,8 @@ class Sequence:
     """How far it speculates each step (None: plain)."""
     num_speculative_tokens: int = 0
     """The most drafts it takes in one step."""
+    grammar: GrammarState | None = None
+    """The matcher of the request's constraint (None: unconstrained)."""
     slot: int = -1
     started_at: float = 0.0
     """perf_counter() at admission (a slot was free; its prompt starts being fed)."""

@@ -17,6 +17,9 @@ class Draft:
     """Proposed continuation (may be shorter than asked, even empty)."""
     probs: torch.Tensor | None = None
     """[len(tokens), V] draft distribution for rejection sampling; None = deterministic."""
+    forced: int = 0
+    """Leading tokens the grammar forces (the only ones it allows): certain, and counted
+    apart from the drafter's own guesses."""
 
 
 class Drafter(Protocol):

@@ -16,6 +16,7 @@ import torch
 from specwise.drafters.autoregressive import trimmed_head
 from specwise.drafters.base import Drafter
 from specwise.drafters.fallback import FallbackDrafter
+from specwise.drafters.grammar import GrammarDrafter, forces
 from specwise.drafters.eagle import EagleDrafter, load_eagle
 from specwise.drafters.model import ModelDrafter, check_tokenizers
 from specwise.drafters.ngram import NgramDrafter
@@ -27,7 +28,7 @@ from specwise.models.loader import load_checkpoint
 if TYPE_CHECKING:
     from specwise.api import LLM, SpeculativeConfig
 
-KINDS = ("none", "ngram", "draft", "layerskip", "eagle", "auto")
+KINDS = ("none", "ngram", "draft", "layerskip", "eagle", "auto", "grammar")
 
 
 def parse_drafter(spec: str) -> list[tuple[str, str | None]]:
@@ -42,10 +43,10 @@ def parse_drafter(spec: str) -> list[tuple[str, str | None]]:
 def _parse_one(spec: str) -> tuple[str, str | None]:
     kind, _, arg = spec.partition(":")
     if kind not in KINDS:
-        raise SpecwiseError(f"unknown drafter {spec!r} (choose from none, ngram, draft:PATH, layerskip[:LAYERS], eagle[:PATH], auto)")
+        raise SpecwiseError(f"unknown drafter {spec!r} (choose from none, ngram, draft:PATH, layerskip[:LAYERS], eagle[:PATH], auto, grammar)")
     if kind == "draft" and not arg:
         raise SpecwiseError("drafter 'draft' needs a path: draft:PATH (a GGUF file or Hugging Face directory)")
-    if kind in ("none", "ngram", "auto") and arg:
+    if kind in ("none", "ngram", "auto", "grammar") and arg:
         raise SpecwiseError(f"drafter {kind!r} takes no argument, got {spec!r}")
     if kind == "layerskip" and arg:
         parse_layers(arg)
@@ -80,16 +81,22 @@ class DrafterFactory:
         self._draft_models: dict[str, tuple[LlamaModel, torch.Tensor | None]] = {}
         self._eagle: dict[str, dict[str, torch.Tensor]] = {}
 
-    def build(self, spec: SpeculativeConfig, cache: KVCache) -> Drafter:
+    def build(self, spec: SpeculativeConfig, cache: KVCache, *, forced: bool = False) -> Drafter:
+        """``forced`` puts the grammar's forced tokens ahead of the spec's drafter (for
+        constrained requests), unless the spec already names them."""
         parts = parse_drafter(spec.drafter)
         if parts[0][0] == "auto":
             from specwise.calibrate import best_drafter
 
             parts = parse_drafter(best_drafter(self.llm, spec))
         drafters = [self._build_one(kind, arg, spec, cache) for kind, arg in parts]
+        if forced and not any(forces(d) for d in drafters):
+            drafters.insert(0, GrammarDrafter())
         return drafters[0] if len(drafters) == 1 else FallbackDrafter(drafters)
 
     def _build_one(self, kind: str, arg: str | None, spec: SpeculativeConfig, cache: KVCache) -> Drafter:
+        if kind == "grammar":
+            return GrammarDrafter()
         if kind == "ngram":
             return NgramDrafter(spec.ngram_min, spec.ngram_max)
         if kind == "draft":
