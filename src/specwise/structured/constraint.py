@@ -47,7 +47,7 @@ class Constraint:
                 raise SpecwiseError(f"JSON schema is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
         if not isinstance(schema, (dict, bool)):
             raise SpecwiseError(f"a JSON schema must be an object, got {type(schema).__name__}")
-        return cls("json_schema", json.dumps(schema, sort_keys=True))
+        return cls("json_schema", json.dumps(schema))
 
     @classmethod
     def json_object(cls) -> Constraint:

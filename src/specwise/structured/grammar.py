@@ -23,6 +23,10 @@ from specwise.errors import SpecwiseError
 from specwise.structured.constraint import Constraint, compile_grammar
 
 
+TEMPLATES = 64
+"""Compiled matchers kept for reuse, least recently used dropped first."""
+
+
 class GrammarCompiler:
     """The target's tokenizer as llguidance sees it (built once, ~0.2 s) and matchers on it."""
 
@@ -33,6 +37,7 @@ class GrammarCompiler:
         self._tokenizer: llguidance.LLTokenizer | None = None
         self._lock = threading.Lock()
         self._bytes: dict[int, bytes] = {}
+        self._templates: dict[Constraint, llguidance.LLMatcher] = {}
 
     @property
     def tokenizer(self) -> llguidance.LLTokenizer:
@@ -42,10 +47,21 @@ class GrammarCompiler:
             return self._tokenizer
 
     def state(self, constraint: Constraint, reasoning_end: str | None = None) -> GrammarState:
-        """A fresh matcher for one sequence (raises SpecwiseError if the constraint is bad)."""
-        matcher = llguidance.LLMatcher(self.tokenizer, compile_grammar(constraint), log_level=0)
-        if matcher.is_error():
-            raise SpecwiseError(f"invalid {constraint.describe()}: {matcher.get_error().strip().splitlines()[0]}")
+        """A fresh matcher for one sequence (raises SpecwiseError if the constraint is bad):
+        a copy of one kept per recent constraint (building takes a millisecond or more,
+        copying microseconds; traffic repeats its schemas)."""
+        tokenizer = self.tokenizer
+        with self._lock:
+            template = self._templates.pop(constraint, None)
+        if template is None:
+            template = llguidance.LLMatcher(tokenizer, compile_grammar(constraint), log_level=0)
+            if template.is_error():
+                raise SpecwiseError(f"invalid {constraint.describe()}: {template.get_error().strip().splitlines()[0]}")
+        with self._lock:
+            self._templates[constraint] = template  # most recent last
+            while len(self._templates) > TEMPLATES:
+                self._templates.pop(next(iter(self._templates)))
+            matcher = template.deep_copy()
         return GrammarState(matcher, self, reasoning_end)
 
     def token_bytes(self, token: int) -> bytes:
