@@ -22,6 +22,7 @@ class ScriptedEngine:
         self.cache = SimpleNamespace(num_slots=slots)
         self.free = list(range(slots))
         self.last_draft_s: dict[str, float] = {}
+        self.last_rows = 0
         self.fail_when: str | None = None
         self.step_delay = 0.0
         self.released: list[tuple[str, bool]] = []

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -257,6 +257,7 @@ class LLM:
         per_request = [params or SamplingParams()] * len(reqs) if not isinstance(params, Seq) else list(params)
         if len(per_request) != len(reqs):
             raise SpecwiseError(f"{len(per_request)} sampling parameter sets for {len(reqs)} requests")
+        per_request = [p if r.constraint is None else replace(p, constraint=r.constraint) for r, p in zip(reqs, per_request)]
         if arrivals is not None and len(arrivals) != len(reqs):
             raise SpecwiseError(f"{len(arrivals)} arrival times for {len(reqs)} requests")
         with self._generating:

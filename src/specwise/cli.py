@@ -61,6 +61,13 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--seed", type=int, default=None)
     common.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     common.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-tokens")
+    shape = common.add_argument_group("structured output (one of; a prompt line may carry its own response_format)")
+    shape.add_argument("--json-schema", type=Path, metavar="FILE", help="the output is a JSON value that fits this JSON Schema")
+    shape.add_argument("--json-object", action="store_true", help="the output is a JSON object")
+    shape.add_argument("--regex", metavar="RE", help="the output matches this regular expression")
+    shape.add_argument("--grammar", type=Path, metavar="FILE.lark", help="the output is a sentence of this Lark grammar")
+    shape.add_argument("--choice", action="append", metavar="TEXT", help="the output is one of these strings (repeatable)")
+    shape.add_argument("--reasoning-end", metavar="TEXT", help="the constraint starts after the output writes TEXT (e.g. </think>)")
     common.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="apply the model's chat template (default on)")
     common.add_argument("--max-model-len", type=_positive_int, default=2048, help="context length to allocate per sequence (default 2048)")
     common.add_argument(
@@ -141,6 +148,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _constraint(args: argparse.Namespace):
+    """The one constraint the flags ask for, checked before the model loads."""
+    from specwise.structured.constraint import Constraint, compile_grammar, constraint_from_file
+
+    given = []
+    if args.json_schema is not None:
+        given.append(constraint_from_file("json_schema", args.json_schema))
+    if args.json_object:
+        given.append(Constraint.json_object())
+    if args.regex is not None:
+        given.append(Constraint.regex(args.regex))
+    if args.grammar is not None:
+        given.append(constraint_from_file("grammar", args.grammar))
+    if args.choice:
+        given.append(Constraint.choice(args.choice))
+    if len(given) > 1:
+        raise SpecwiseError("give one of --json-schema, --json-object, --regex, --grammar, --choice")
+    if given:
+        compile_grammar(given[0])
+    return given[0] if given else None
+
+
 def _decoding(args: argparse.Namespace):
     from specwise.api import SpeculativeConfig
     from specwise.sampling import SamplingParams
@@ -148,6 +177,7 @@ def _decoding(args: argparse.Namespace):
     params = SamplingParams(
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_tokens=args.max_tokens,
         stop=tuple(args.stop), seed=args.seed, ignore_eos=args.ignore_eos,
+        constraint=_constraint(args), reasoning_end=args.reasoning_end,
     )  # fmt: skip
     policy = getattr(args, "policy", "fixed")
     spec = SpeculativeConfig(args.drafter, args.num_speculative_tokens, args.ngram_min, args.ngram_max, policy, args.draft_vocab)

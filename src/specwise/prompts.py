@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specwise.errors import SpecwiseError
+from specwise.structured.constraint import Constraint, compile_grammar, constraint_from_fields
 
 
 @dataclass(slots=True)
@@ -22,6 +23,8 @@ class Request:
     """User turns answered in order, each after the model's answer to the previous one."""
     segment: str | None = None
     """Traffic segment label for per-segment statistics."""
+    constraint: Constraint | None = None
+    """What this request's output must match (overrides the run's own)."""
 
     def __post_init__(self) -> None:
         given = [x for x in (self.prompt, self.messages, self.turns) if x is not None]
@@ -39,7 +42,8 @@ class Request:
 
 def load_prompts(path: str | Path) -> list[Request]:
     """One JSON object a line: ``id`` and one of ``prompt``, ``messages``, ``turns``
-    (Spec-Bench); optional ``segment`` (or Spec-Bench's ``category``)."""
+    (Spec-Bench); optional ``segment`` (or Spec-Bench's ``category``) and a constraint
+    as the OpenAI API gives one (``response_format``, or ``structured_outputs``)."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -65,6 +69,7 @@ def load_prompts(path: str | Path) -> list[Request]:
                     messages=obj.get("messages"),
                     turns=obj.get("turns"),
                     segment=obj.get("segment", obj.get("category")),
+                    constraint=_checked(constraint_from_fields(obj)),
                 )
             )
         except SpecwiseError as exc:
@@ -72,3 +77,9 @@ def load_prompts(path: str | Path) -> list[Request]:
     if not requests:
         raise SpecwiseError(f"{path} holds no prompts")
     return requests
+
+
+def _checked(constraint: Constraint | None) -> Constraint | None:
+    if constraint is not None:
+        compile_grammar(constraint)
+    return constraint

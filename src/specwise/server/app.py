@@ -183,6 +183,7 @@ class Server:
             return SamplingParams(
                 temperature=body.temperature, top_p=body.top_p, top_k=max(body.top_k, 0), max_tokens=budget or room,
                 stop=body.stops(), seed=body.seed, ignore_eos=body.ignore_eos,
+                constraint=body.constraint(), reasoning_end=body.reasoning_end,
             )  # fmt: skip
         except SpecwiseError as exc:
             raise APIError(400, str(exc)) from None
@@ -197,7 +198,10 @@ class Server:
         if llm.loop.num_running + llm.loop.num_waiting >= c.max_num_seqs + c.max_queue:
             raise APIError(429, f"the server is at capacity ({c.max_queue} requests waiting); retry later", type="rate_limit_error", code="queue_full")
         generator = torch.Generator().manual_seed(body.seed) if body.seed is not None else None
-        seq = llm.sequence(uuid.uuid4().hex, ids, params, spec, segment=segment, generator=generator)
+        try:
+            seq = llm.sequence(uuid.uuid4().hex, ids, params, spec, segment=segment, generator=generator)
+        except SpecwiseError as exc:  # a constraint the tokenizer-bound matcher refuses
+            raise APIError(400, str(exc), param="response_format") from None
         if self._outbox is None:
             self._outbox = _Outbox(asyncio.get_running_loop())
         tracked, outbox = _Tracked(seq, TextStream(llm.tokenizer)), self._outbox
@@ -258,6 +262,7 @@ def _usage(seq: Sequence) -> dict[str, object]:
             "accepted_by_position": list(s.accepted_by_position),
             "drafted_by_position": list(s.drafted_by_position),
             "steps": s.steps,
+            "forced_tokens": s.forced_tokens,
         },
     }
 

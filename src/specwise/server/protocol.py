@@ -12,6 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from specwise.errors import SpecwiseError
+from specwise.structured.constraint import Constraint, compile_grammar, constraint_from_fields
+
 Segment = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 
@@ -77,6 +80,15 @@ class _Sampling(_Body):
     segment: Segment | None = None
     return_token_ids: bool = False
     """Add the generated token ids to each choice (non-streaming)."""
+    response_format: dict[str, object] | None = None
+    structured_outputs: dict[str, object] | None = None
+    """vLLM's extra: one of json (a schema), regex, grammar (Lark), choice."""
+    guided_json: dict[str, object] | str | None = None
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
+    guided_choice: list[str] | None = None
+    reasoning_end: Annotated[str, Field(min_length=1)] | None = None
+    """The constraint starts after the output has written this text (the end of its reasoning)."""
 
     def unsupported(self) -> None:
         """Refuse what would otherwise be silently ignored."""
@@ -89,6 +101,16 @@ class _Sampling(_Body):
         if self.logprobs not in (None, False, 0):
             raise APIError(400, "logprobs are not supported", param="logprobs")
 
+    def constraint(self) -> Constraint | None:
+        fields = ("response_format", "structured_outputs", "guided_json", "guided_regex", "guided_grammar", "guided_choice")
+        try:
+            constraint = constraint_from_fields({f: getattr(self, f) for f in fields})
+            if constraint is not None:
+                compile_grammar(constraint)
+        except SpecwiseError as exc:
+            raise APIError(400, str(exc), param=next((f for f in fields if getattr(self, f) is not None), None)) from None
+        return constraint
+
     def stops(self) -> tuple[str, ...]:
         stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         if any(not s for s in stops):
@@ -100,14 +122,11 @@ class ChatCompletionRequest(_Sampling):
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     tools: list[dict[str, object]] | None = None
-    response_format: dict[str, object] | None = None
 
     def unsupported(self) -> None:
         super().unsupported()
         if self.tools:
             raise APIError(400, "tools are not supported", param="tools")
-        if self.response_format and self.response_format.get("type") != "text":
-            raise APIError(400, "response_format other than text is not supported yet", param="response_format")
 
     def token_budget(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

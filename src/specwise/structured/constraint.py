@@ -106,15 +106,20 @@ def _grammar_text(c: Constraint) -> str:
 def _one_line(message: str) -> str:
     """llguidance's messages carry a source excerpt over several lines; the first says it."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "rejected by llguidance"
+    if not lines:
+        return "rejected by llguidance"
+    detail = next((line for line in lines[1:] if line.startswith("error:")), None)  # the regex parser's reason
+    return f"{lines[0].rstrip(':')}: {detail.removeprefix('error:').strip()}" if detail else lines[0]
 
 
-def constraint_from_fields(body: dict[str, Any], where: str) -> Constraint | None:
+def constraint_from_fields(body: dict[str, Any], where: str = "") -> Constraint | None:
     """A constraint from the fields of an OpenAI-style request (a server body or a prompt
     line): ``response_format`` (``json_schema``, ``json_object``, ``text``), the extras
     ``structured_outputs: {json | regex | grammar | choice}`` and vLLM's older
     ``guided_json`` / ``guided_regex`` / ``guided_grammar`` / ``guided_choice``.
-    More than one is an error: which should win would be a guess."""
+    More than one is an error: which should win would be a guess. ``where`` prefixes
+    error messages (a file and line)."""
+    where = f"{where}: " if where else ""
     found: list[Constraint] = []
     fmt = body.get("response_format")
     if fmt is not None:
@@ -122,20 +127,20 @@ def constraint_from_fields(body: dict[str, Any], where: str) -> Constraint | Non
     outputs = body.get("structured_outputs")
     if outputs is not None:
         if not isinstance(outputs, dict):
-            raise SpecwiseError(f"{where}: structured_outputs must be an object")
-        found += [_from_named(k, v, f"{where}: structured_outputs.{k}") for k, v in outputs.items() if v is not None]
+            raise SpecwiseError(f"{where}structured_outputs must be an object")
+        found += [_from_named(k, v, f"{where}structured_outputs.{k}") for k, v in outputs.items() if v is not None]
     for key in ("json", "regex", "grammar", "choice"):
         value = body.get(f"guided_{key}")
         if value is not None:
-            found.append(_from_named(key, value, f"{where}: guided_{key}"))
+            found.append(_from_named(key, value, f"{where}guided_{key}"))
     if len(found) > 1:
-        raise SpecwiseError(f"{where}: give one constraint, got {len(found)} ({', '.join(c.describe() for c in found)})")
+        raise SpecwiseError(f"{where}give one constraint, got {len(found)} ({', '.join(c.describe() for c in found)})")
     return found[0] if found else None
 
 
 def _from_response_format(fmt: Any, where: str) -> list[Constraint]:
     if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
-        raise SpecwiseError(f"{where}: response_format must be an object with a type")
+        raise SpecwiseError(f"{where}response_format must be an object with a type")
     kind = fmt["type"]
     if kind == "text":
         return []
@@ -144,9 +149,9 @@ def _from_response_format(fmt: Any, where: str) -> list[Constraint]:
     if kind == "json_schema":
         spec = fmt.get("json_schema")
         if not isinstance(spec, dict) or "schema" not in spec:
-            raise SpecwiseError(f"{where}: response_format.json_schema must be an object with a schema")
+            raise SpecwiseError(f"{where}response_format.json_schema must be an object with a schema")
         return [Constraint.json_schema(spec["schema"])]
-    raise SpecwiseError(f"{where}: response_format type {kind!r} is not one of text, json_object, json_schema")
+    raise SpecwiseError(f"{where}response_format type {kind!r} is not one of text, json_object, json_schema")
 
 
 def _from_named(key: str, value: Any, where: str) -> Constraint:
