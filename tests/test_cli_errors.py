@@ -156,3 +156,38 @@ def test_serve_refuses_bad_settings_before_loading(args, fragment):
 def test_serve_refuses_a_port_out_of_range():
     proc = run_cli("serve", "--port", "70000", timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "0..65535" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--regex", "a(b"], "invalid regex"),
+        (["--grammar", "{lark}"], "invalid grammar"),
+        (["--json-schema", "{bad}"], "not valid JSON"),
+        (["--json-schema", "{unsupported}"], 'Unimplemented keys: ["not"]'),
+        (["--json-schema", "{missing}"], "cannot read"),
+        (["--choice", "a", "--regex", "b"], "give one of"),
+        (["--reasoning-end", "</think>"], "needs a constraint"),
+        (["--prompts", "{prompts}"], "p.jsonl:2: response_format type 'xml'"),
+    ],
+)
+def test_bad_constraints_are_one_line_errors_before_the_model_loads(tmp_path, args, fragment):
+    files = {
+        "{lark}": ("g.lark", "start: undefined_rule\n"),
+        "{bad}": ("bad.json", '{"type": "object",'),
+        "{unsupported}": ("not.json", json.dumps({"type": "object", "not": {"required": ["a"]}})),
+        "{prompts}": ("p.jsonl", '{"prompt": "hi"}\n{"prompt": "hi", "response_format": {"type": "xml"}}\n'),
+    }
+    resolved = []
+    for arg in args:
+        if arg in files:
+            name, text = files[arg]
+            (tmp_path / name).write_text(text)
+            arg = str(tmp_path / name)
+        elif arg == "{missing}":
+            arg = str(tmp_path / "missing.json")
+        resolved.append(arg)
+    prompt = [] if "--prompts" in args else ["hi"]
+    proc = run_cli("generate", *prompt, *resolved, "--model", str(tmp_path / "never-loaded.gguf"))
+    assert proc.returncode == 2
+    assert_one_line_error(proc, fragment)

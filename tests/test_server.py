@@ -99,6 +99,58 @@ def test_completions_equal_in_process_generate_streaming_and_not(llm, client):
     assert by_ids.choices[0].text == refs[0].text
 
 
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, constraint",
+    [
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}}, ("json_schema", PERSON)),
+        ({"response_format": {"type": "json_object"}}, ("json_object", None)),
+        ({"extra_body": {"structured_outputs": {"regex": "[0-9]{4}-[0-9]{2}"}}}, ("regex", "[0-9]{4}-[0-9]{2}")),
+        ({"extra_body": {"guided_choice": ["yes", "no"]}}, ("choice", ["yes", "no"])),
+    ],
+)
+def test_structured_output_equals_in_process_and_holds_with_speculation(llm, client, extra, constraint):
+    from specwise import SpeculativeConfig
+    from specwise.structured import Constraint
+
+    kind, arg = constraint
+    c = Constraint.json_object() if kind == "json_object" else getattr(Constraint, kind)(arg)
+    prompt = "Who wrote Hamlet, and how old was he when he died? Answer in JSON."
+    ref = llm.generate([prompt], SamplingParams(max_tokens=40, constraint=c), SpeculativeConfig("ngram", 4))[0]
+    body = dict(extra)
+    extra_body = {**body.pop("extra_body", {}), "speculation": {"drafter": "ngram", "policy": "fixed"}, "return_token_ids": True}
+    out = client.chat.completions.create(model="smol", messages=_messages(prompt), max_tokens=40, temperature=0, extra_body=extra_body, **body)
+    choice = out.choices[0]
+    assert choice.model_extra["token_ids"] == ref.token_ids and choice.message.content == ref.text
+    assert choice.finish_reason == ref.finish_reason
+    if kind == "json_schema" and ref.finish_reason == "stop":
+        import jsonschema
+
+        jsonschema.validate(json.loads(choice.message.content), PERSON)
+    assert out.usage.model_extra["speculative_decoding"]["forced_tokens"] == ref.stats.forced_tokens
+
+
+@pytest.mark.parametrize(
+    "body, param, fragment",
+    [
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object", "not": {}}}}}, "response_format", "Unimplemented"),
+        ({"response_format": {"type": "yaml"}}, "response_format", "yaml"),
+        ({"structured_outputs": {"regex": "a(b"}}, "structured_outputs", "unclosed group"),
+        ({"guided_grammar": "start: nothing_here"}, "guided_grammar", "unknown name"),
+        ({"guided_choice": []}, "guided_choice", "non-empty"),
+        ({"guided_regex": "a", "guided_choice": ["b"]}, "guided_regex", "give one constraint"),
+        ({"reasoning_end": "</think>"}, None, "needs a constraint"),
+    ],
+)
+def test_bad_constraints_get_400_with_the_openai_error_body(server, body, param, fragment):
+    resp = httpx.post(server.url + "/v1/chat/completions", json={**CHAT_OK, **body}, timeout=30)
+    err = _error(resp, 400)
+    assert fragment in err["message"] and err["param"] == param
+
+
 def test_metrics_counters_equal_the_sums_of_usage_per_segment(server, client):
     wait_drained(server.url)
     before = scrape(server.url)
