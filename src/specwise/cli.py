@@ -48,7 +48,7 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
     common.add_argument(
         "--drafter", default="ngram",
-        help="none | ngram | draft:PATH | layerskip[:LAYERS] | eagle[:PATH] | auto, or a chain such as ngram+eagle (default: ngram)",
+        help="none | ngram | draft:PATH | layerskip[:LAYERS] | eagle[:PATH] | auto | grammar, or a chain such as ngram+eagle (default: ngram; constrained requests put grammar first)",
     )  # fmt: skip
     common.add_argument("--draft-vocab", type=int, default=0, help="learned drafters pick among the N most frequent tokens (default: all)")
     common.add_argument("--num-speculative-tokens", "-k", type=int, default=4, help="K, most tokens drafted per step (default 4)")
