@@ -4,7 +4,6 @@ verification under a constraint, forced tokens, the reasoning boundary."""
 
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
@@ -12,8 +11,8 @@ import pytest
 import torch
 
 from specwise.drafters.base import Draft
-from specwise.drafters.grammar import GrammarDrafter
 from specwise.drafters.fallback import FallbackDrafter
+from specwise.drafters.grammar import GrammarDrafter
 from specwise.drafters.ngram import NgramDrafter
 from specwise.sampling import SamplingParams
 from specwise.structured.constraint import Constraint

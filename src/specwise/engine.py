@@ -15,7 +15,7 @@ from collections.abc import Sequence as Seq
 
 import torch
 
-from specwise.drafters.base import Draft, Drafter
+from specwise.drafters.base import Draft
 from specwise.drafters.grammar import forces
 from specwise.errors import SpecwiseError
 from specwise.kv_cache import KVCache

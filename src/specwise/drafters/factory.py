@@ -15,9 +15,9 @@ import torch
 
 from specwise.drafters.autoregressive import trimmed_head
 from specwise.drafters.base import Drafter
+from specwise.drafters.eagle import EagleDrafter, load_eagle
 from specwise.drafters.fallback import FallbackDrafter
 from specwise.drafters.grammar import GrammarDrafter, forces
-from specwise.drafters.eagle import EagleDrafter, load_eagle
 from specwise.drafters.model import ModelDrafter, check_tokenizers
 from specwise.drafters.ngram import NgramDrafter
 from specwise.errors import SpecwiseError

@@ -22,7 +22,6 @@ import torch
 from specwise.errors import SpecwiseError
 from specwise.structured.constraint import Constraint, compile_grammar
 
-
 TEMPLATES = 64
 """Compiled matchers kept for reuse, least recently used dropped first."""
 
