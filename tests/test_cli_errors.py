@@ -171,7 +171,10 @@ def test_serve_refuses_a_port_out_of_range():
         (["--prompts", "{prompts}"], "p.jsonl:2: response_format type 'xml'"),
     ],
 )
-def test_bad_constraints_are_one_line_errors_before_the_model_loads(tmp_path, args, fragment):
+def test_bad_constraints_are_one_line_errors_before_the_model_loads(tmp_path, capsys, args, fragment):
+    """In-process (the same main() as the command; a subprocess per case costs seconds)."""
+    from specwise.cli import main
+
     files = {
         "{lark}": ("g.lark", "start: undefined_rule\n"),
         "{bad}": ("bad.json", '{"type": "object",'),
@@ -188,6 +191,6 @@ def test_bad_constraints_are_one_line_errors_before_the_model_loads(tmp_path, ar
             arg = str(tmp_path / "missing.json")
         resolved.append(arg)
     prompt = [] if "--prompts" in args else ["hi"]
-    proc = run_cli("generate", *prompt, *resolved, "--model", str(tmp_path / "never-loaded.gguf"))
-    assert proc.returncode == 2
-    assert_one_line_error(proc, fragment)
+    code = main(["generate", *prompt, *resolved, "--model", str(tmp_path / "never-loaded.gguf")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("specwise: error:") and fragment in err, err

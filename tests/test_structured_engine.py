@@ -171,7 +171,7 @@ def test_constrained_and_unconstrained_share_a_step_each_as_alone(tokenizer):
 
 # ------------------------------------------------------- rejection sampling
 
-N = 8_000
+N = 6_000
 # Chi-square critical values at significance 0.001 (scipy.stats.chi2.ppf(0.999, df)).
 CHI2_CRIT_P001 = {1: 10.828, 2: 13.816, 3: 16.266, 4: 18.467, 5: 20.515, 6: 22.458, 7: 24.322}
 
