@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import threading
 import time
 from types import SimpleNamespace
@@ -19,7 +21,7 @@ class ScriptedEngine:
     ``fail_when`` makes a step raise if it holds a sequence of that id."""
 
     def __init__(self, slots: int) -> None:
-        self.cache = SimpleNamespace(num_slots=slots)
+        self.cache = SimpleNamespace(num_slots=slots, lengths=defaultdict(int))
         self.free = list(range(slots))
         self.last_draft_s: dict[str, float] = {}
         self.last_rows = 0

@@ -119,6 +119,29 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--api-key", default=os.environ.get("SPECWISE_API_KEY"), help="require Authorization: Bearer KEY on /v1 (default: $SPECWISE_API_KEY)")
     srv.add_argument("--served-model-name", help="the model name clients send (default: the model file's name)")
     srv.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds running requests get to finish after SIGTERM (default 30)")
+    mp = sub.add_parser("map", help="replay a workload at several loads and configs, measure, recommend what to run, write a report")
+    mp.add_argument("--workload", type=Path, help="JSONL (prompt format, with segment, max_tokens, arrival_s) or ShareGPT JSON (default: the built-in workload)")
+    mp.add_argument("--concurrency", help="closed-loop levels, comma-separated (default 1,4 when no --rate is given)")
+    mp.add_argument("--rate", help="open-loop request rates per second, comma-separated (Poisson arrivals)")
+    mp.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the arrival gaps: 1 Poisson, < 1 burstier (default 1)")
+    mp.add_argument("--configs", default="plain,fixed,adaptive", help="plain, fixed, adaptive, or policy:drafter such as adaptive:eagle (default plain,fixed,adaptive)")
+    mp.add_argument("--drafter", default="ngram", help="drafter of configs that name none (default ngram)")
+    mp.add_argument("--num-speculative-tokens", "-k", type=int, default=4, help="K (default 4)")
+    mp.add_argument("--repeats", type=_positive_int, default=1, help="interleaved rounds; figures are medians, with their spread (default 1)")
+    mp.add_argument("--max-tokens", type=_positive_int, default=64, help="output budget of requests that set none (default 64)")
+    mp.add_argument("--slo", help="goodput objectives in seconds, e.g. ttft=1.0,tpot=0.1 (default: none)")
+    mp.add_argument("--expected-concurrency", type=_positive_int, help="recommend for this concurrency (default: the highest measured)")
+    mp.add_argument("--expected-rate", type=float, help="recommend for this request rate")
+    mp.add_argument("--output", type=Path, default=Path("specwise-map"), help="directory for report.html, report.json, calibration.json (default ./specwise-map)")
+    mp.add_argument("--endpoint", help="map an OpenAI-compatible server (specwise serve, vLLM, SGLang, llama.cpp) instead of the in-process engine")
+    mp.add_argument("--baseline-endpoint", help="the same model served without speculation, for servers without a per-request switch")
+    mp.add_argument("--served-model", help="model name to send to the endpoint (default: its first model)")
+    mp.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="bearer token for the endpoint (default: $OPENAI_API_KEY)")
+    mp.add_argument("--model", help="in-process: GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
+    mp.add_argument("--max-model-len", type=_positive_int, default=2048)
+    mp.add_argument("--max-batched-tokens", type=_positive_int, default=256)
+    mp.add_argument("--max-num-seqs", type=_positive_int, default=16, help="in-process slots for open-loop runs (default 16)")
+    mp.add_argument("--seed", type=int, default=0, help="seed of the arrival times (default 0)")
     cal = sub.add_parser("calibrate", help="measure drafters here and cache the best (used by layerskip and auto)")
     cal.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
     cal.add_argument("--num-speculative-tokens", "-k", type=int, default=4)
@@ -139,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             return _calibrate(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "map":
+            return _map(args)
     except SpecwiseError as exc:
         print(f"specwise: error: {exc}", file=sys.stderr)
         return 2
@@ -312,6 +337,66 @@ def _serve(args: argparse.Namespace) -> int:
     if args.model is not None and not Path(args.model).expanduser().exists():
         raise SpecwiseError(f"model {args.model} does not exist (give a GGUF file or a Hugging Face directory)")
     return serve(config, args.host, args.port, args.shutdown_timeout)
+
+
+def _map(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from specwise.mapper.options import parse_configs, parse_loads, parse_slo
+    from specwise.mapper.records import Load
+    from specwise.mapper.run import Plan, execute, write
+    from specwise.mapper.summary import print_summary
+    from specwise.mapper.workload import builtin_workload, load_workload
+
+    if args.expected_concurrency is not None and args.expected_rate is not None:
+        raise SpecwiseError("give --expected-concurrency or --expected-rate, not both")
+    if args.output.exists() and not args.output.is_dir():
+        raise SpecwiseError(f"--output {args.output} is a file; give a directory")
+    items = load_workload(args.workload) if args.workload is not None else builtin_workload()
+    configs = parse_configs(args.configs, args.drafter, args.num_speculative_tokens)
+    loads = parse_loads(args.concurrency if args.concurrency or args.rate else "1,4", args.rate, args.burstiness)
+    expected = Load(concurrency=args.expected_concurrency) if args.expected_concurrency else None
+    if args.expected_rate is not None:
+        if args.expected_rate <= 0:
+            raise SpecwiseError(f"--expected-rate must be > 0, got {args.expected_rate}")
+        expected = Load(rate=args.expected_rate, burstiness=args.burstiness)
+    plan = Plan(items, str(args.workload) if args.workload else "built-in", configs, loads, args.repeats, args.max_tokens, parse_slo(args.slo), expected, args.seed)
+    console = Console(stderr=True)
+    target = _map_target(args, console)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("warming up, then mapping", total=plan.total_runs)
+
+        def done(run) -> None:
+            progress.console.print(f"{run.load.label:>7} {run.config.name:<18} round {run.repeat + 1}: {run.elapsed_s:.1f} s")
+            progress.advance(task)
+
+        runs, stopped = execute(target, plan, done)
+    rep = write(args.output, target, plan, runs, stopped)
+    print_summary(rep, args.output)
+    if stopped == "interrupted":
+        print(f"specwise: interrupted; wrote the {len(runs)} finished runs to {args.output}", file=sys.stderr)
+        return 130
+    if stopped:
+        raise SpecwiseError(f"{stopped}; wrote the {len(runs)} finished runs to {args.output}")
+    return 0
+
+
+def _map_target(args: argparse.Namespace, console):
+    if args.endpoint is None:
+        from specwise.api import LLM
+        from specwise.mapper.engine_target import EngineTarget
+
+        if args.baseline_endpoint:
+            raise SpecwiseError("--baseline-endpoint needs --endpoint")
+        with console.status("loading the model"):
+            llm = LLM(args.model, max_model_len=args.max_model_len, max_batched_tokens=args.max_batched_tokens)
+        return EngineTarget(llm, max_num_seqs=args.max_num_seqs)
+    from specwise.mapper.endpoint import EndpointTarget
+
+    target = EndpointTarget(args.endpoint, baseline_url=args.baseline_endpoint, model=args.served_model, api_key=args.api_key)
+    target.probe()
+    return target
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from specwise.errors import SpecwiseError
 from specwise.structured.constraint import Constraint, compile_grammar, constraint_from_fields
@@ -45,38 +47,54 @@ def load_prompts(path: str | Path) -> list[Request]:
     (Spec-Bench); optional ``segment`` (or Spec-Bench's ``category``) and a constraint
     as the OpenAI API gives one (``response_format``, or ``structured_outputs``)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise SpecwiseError(f"cannot read prompts file {path}: {exc.strerror}") from exc
-    requests = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SpecwiseError(f"{where}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict):
-            raise SpecwiseError(f"{where}: expected a JSON object")
-        rid = obj.get("id", obj.get("question_id", obj.get("task_id", number)))
-        try:
-            requests.append(
-                Request(
-                    id=str(rid),
-                    prompt=obj.get("prompt"),
-                    messages=obj.get("messages"),
-                    turns=obj.get("turns"),
-                    segment=obj.get("segment", obj.get("category")),
-                    constraint=_checked(constraint_from_fields(obj)),
-                )
-            )
-        except SpecwiseError as exc:
-            raise SpecwiseError(f"{where}: {exc}") from exc
+    requests = [request_from_fields(obj, number, f"{path}:{number}") for number, obj in jsonl_objects(path, "prompts")]
     if not requests:
         raise SpecwiseError(f"{path} holds no prompts")
     return requests
+
+
+def jsonl_objects(path: Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each non-blank line of a JSONL file as (line number, object), so every reader of
+    the prompt format names the same file and line when one is bad. ``what`` names the
+    file in the error a missing one gives (``cannot read prompts file ...``)."""
+    for number, line in enumerate(read_text(path, what).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SpecwiseError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict):
+            raise SpecwiseError(f"{path}:{number}: expected a JSON object")
+        yield number, obj
+
+
+def read_text(path: Path, what: str) -> str:
+    """A file's text, or the one-line error a missing or binary file deserves."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecwiseError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecwiseError(f"cannot read {what} file {path}: not UTF-8 text") from exc
+
+
+def request_from_fields(obj: dict[str, Any], default_id: int | str, where: str) -> Request:
+    """The Request one line of the prompt format describes, shared by every file format
+    built on it. ``default_id`` is used when the line has no id; ``where`` (a file and
+    line) prefixes any error."""
+    rid = obj.get("id", obj.get("question_id", obj.get("task_id", default_id)))
+    try:
+        return Request(
+            id=str(rid),
+            prompt=obj.get("prompt"),
+            messages=obj.get("messages"),
+            turns=obj.get("turns"),
+            segment=obj.get("segment", obj.get("category")),
+            constraint=_checked(constraint_from_fields(obj)),
+        )
+    except SpecwiseError as exc:
+        raise SpecwiseError(f"{where}: {exc}") from exc
 
 
 def _checked(constraint: Constraint | None) -> Constraint | None:

@@ -48,6 +48,23 @@ class SchedulerConfig:
             )
 
 
+STEP_LOG = 20_000
+
+
+@dataclass(slots=True, frozen=True)
+class StepSample:
+    rows: int
+    """Rows of the target forward: fed tokens, drafts, forced tokens."""
+    decoding: int
+    """Sequences past their prompt in the step."""
+    prefilling: int
+    """Sequences feeding a prompt chunk."""
+    context: int
+    """Tokens the step's rows attend to in all (each sequence's length after the step's rows)."""
+    target_s: float
+    draft_s: float
+
+
 class Scheduler:
     def __init__(self, engine: Engine, config: SchedulerConfig) -> None:
         if engine.cache.num_slots < config.max_num_seqs:
@@ -57,6 +74,8 @@ class Scheduler:
         self.waiting: deque[tuple[Sequence, float]] = deque()
         self.running: list[Sequence] = []
         self.failed_steps = 0
+        self.step_log: deque[StepSample] = deque(maxlen=STEP_LOG)
+        """The latest steps' shapes and times (what a simulator's step-cost model is fitted to)."""
 
     def submit(self, seq: Sequence, *, first: bool = False) -> None:
         """Queue a sequence; ``first`` puts it ahead of the others (a conversation's next turn)."""
@@ -120,6 +139,8 @@ class Scheduler:
         drafted, accepted = engine.step(decoding + prompts, [*ks, *[0] * len(prompts)], [1] * len(decoding) + chunks)
         target_s = time.perf_counter() - start - sum(engine.last_draft_s.values())
         rows = engine.last_rows
+        context = sum(len(s.token_ids) for s in decoding) + sum(engine.cache.lengths[s.slot] for s in prompts)
+        self.step_log.append(StepSample(rows, len(decoding), len(prompts), context, target_s, sum(engine.last_draft_s.values())))
         for policy, idx in groups:
             group = [decoding[i] for i in idx]
             policy.observe(group, [drafted[i] for i in idx], [accepted[i] for i in idx], rows, target_s, engine.last_draft_s)
