@@ -6,7 +6,7 @@ copies much of the prompt), ``context-qa`` (a passage and a question it answers)
 ``writing`` (open-ended, little to copy) and ``json-extract`` (a function or docstring
 to describe under a JSON schema). The passages come from Python's standard library
 (docstrings via ``inspect.getdoc``, sources via ``inspect.getsource``), so the file
-can be rebuilt anywhere, offline, and ships no text of unclear licence. Each prompt
+can be rebuilt anywhere, offline, and holds only text under Python's own licence. Each prompt
 stays under PROMPT_LIMIT characters so prefill is cheap for a 135M model.
 
 The text depends on the Python version: the committed file was written by CPython
@@ -76,7 +76,11 @@ CONTEXT_QA: list[tuple[Any, str, str]] = [
     # (documented object, question, text the passage must hold for the question to be answerable)
     (textwrap.TextWrapper, "What is the default width, and what does it limit?", "width (default: 70)"),
     (functools.lru_cache, "What happens to the cache when maxsize is set to None?", "grow without bound"),
-    (subprocess.run, "What does run() raise when check is True and the command exits with a non-zero code?", "CalledProcessError"),
+    (
+        subprocess.run,
+        "What does run() raise when check is True and the command exits with a non-zero code?",
+        "CalledProcessError",
+    ),
     (shutil.copytree, "When the symlinks flag is false, what is copied for a symbolic link?", "contents of the files pointed to"),
     (zipfile.ZipFile, "Which modes can a ZipFile be opened in?", "exclusive create"),
     (urllib.parse.urlsplit, "What is the scheme argument used for?", "default value of the scheme"),
@@ -116,7 +120,11 @@ KIND_ASK = "Describe this code as JSON: its name, whether it is a function or a 
 JSON_EXTRACTS: list[tuple[Any, str, dict[str, Any]]] = [
     (textwrap.shorten, SIGNATURE_ASK, SIGNATURE_SCHEMA),
     (random.Random.choice, KIND_ASK, KIND_SCHEMA),
-    (difflib, "Describe this module documentation as JSON: the module's name, the functions it lists and the classes it lists.", MODULE_SCHEMA),
+    (
+        difflib,
+        "Describe this module documentation as JSON: the module's name, the functions it lists and the classes it lists.",
+        MODULE_SCHEMA,
+    ),
     (html.escape, SIGNATURE_ASK, SIGNATURE_SCHEMA),
     (fnmatch.filter, KIND_ASK, KIND_SCHEMA),
     (pprint.pformat, SIGNATURE_ASK, SIGNATURE_SCHEMA),
@@ -142,7 +150,10 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{rid}: prompt is {len(prompt)} characters (limit {PROMPT_LIMIT})")
             row: dict[str, Any] = {"id": rid, "segment": segment, "prompt": prompt, "max_tokens": MAX_TOKENS[segment][position]}
             if schema is not None:
-                row["response_format"] = {"type": "json_schema", "json_schema": {"name": re.sub(r"[^A-Za-z0-9_]", "_", rid), "schema": schema}}
+                row["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": re.sub(r"[^A-Za-z0-9_]", "_", rid), "schema": schema},
+                }
             rows.append(row)
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
@@ -153,7 +164,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _summarise(module: Any) -> tuple[str, str, None]:
     passage = _passage(inspect.getdoc(module))
-    return f"summarise-{module.__name__}", f"Summarise this documentation of Python's {module.__name__} module in two or three sentences.\n\n{passage}", None
+    return (
+        f"summarise-{module.__name__}",
+        f"Summarise this documentation of Python's {module.__name__} module in two or three sentences.\n\n{passage}",
+        None,
+    )
 
 
 def _code_edit(func: Any, ask: str) -> tuple[str, str, None]:

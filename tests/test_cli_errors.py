@@ -194,3 +194,24 @@ def test_bad_constraints_are_one_line_errors_before_the_model_loads(tmp_path, ca
     code = main(["generate", *prompt, *resolved, "--model", str(tmp_path / "never-loaded.gguf")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("specwise: error:") and fragment in err, err
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--workload", "{missing}"], "cannot read"),
+        (["--workload", "{malformed}"], "w.jsonl:2: not valid JSON"),
+        (["--configs", "fixed,adaptive"], "needs plain"),
+        (["--concurrency", "0"], "must be > 0"),
+        (["--expected-concurrency", "2", "--expected-rate", "1"], "not both"),
+        (["--endpoint", "http://127.0.0.1:9"], "127.0.0.1:9"),
+    ],
+)
+def test_map_refuses_bad_input_in_one_line(tmp_path, capsys, args, fragment):
+    from specwise.cli import main
+
+    (tmp_path / "w.jsonl").write_text('{"prompt": "hi"}\n{"prompt": \n')
+    subs = {"{missing}": str(tmp_path / "none.jsonl"), "{malformed}": str(tmp_path / "w.jsonl")}
+    code = main(["map", *[subs.get(a, a) for a in args], "--output", str(tmp_path / "out"), "--model", str(tmp_path / "never.gguf")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("specwise: error:") and fragment in err, err

@@ -28,9 +28,10 @@ def _row(config: str, key: str, load: float, segment: str, knee: float, simulate
     speedup = 1 + (peak - 1) * max(-0.3, 1 - load / knee)
     p50 = base * (1 + 0.15 * load / knee * 8) / speedup
     spec = config != "plain"
-    by_position = [] if not spec else [round(0.85 - 0.1 * j - (0.05 if segment == "chat" else 0), 3) for j in range(4)]
+    first = {"plain": 0.0, "fixed": 0.82, "adaptive": 0.88}[config] - (0.06 if segment == "chat" else 0)
+    by_position = [round(first - 0.1 * j, 3) for j in range(4)] if spec else []
     row = {
-        "config": config, key: load, "segment": segment,
+        "config": config, key: load, **({} if key == "concurrency" else {"burstiness": 1.0}), "segment": segment,
         "requests": sum(SEGMENTS.values()) if segment == "all" else SEGMENTS[segment],
         "errors": 1 if (config == "fixed" and segment == "code") else 0, "repeats": 3,
         "p50_latency_s": p50, "p90_latency_s": 1.3 * p50, "p99_latency_s": 1.8 * p50,
@@ -41,7 +42,10 @@ def _row(config: str, key: str, load: float, segment: str, knee: float, simulate
         "goodput_req_s": 0.9 * load / p50,
         "acceptance_rate": 0.72 if spec else 0.0, "mean_acceptance_length": 2.6 if spec else 0.0,
         "acceptance_by_position": by_position,
-        "spread": {"throughput_tok_s": [0.95 * 128 * load / p50, 1.05 * 128 * load / p50], "p50_latency_s": [0.96 * p50, 1.04 * p50]},
+        "spread": {
+            "throughput_tok_s": [0.95 * 128 * load / p50, 1.05 * 128 * load / p50],
+            "p50_latency_s": [0.96 * p50, 1.04 * p50],
+        },
     }
     if simulated:
         row["simulated"] = True
@@ -75,6 +79,7 @@ def synthetic_report(key: str, loads: Sequence[float], simulated_loads: Sequence
         "configs": list(CONFIGS),
         "slo": {"ttft_s": 1.0, "tpot_s": 0.1},
         "measured": measured,
+        "stopped": None,
         "recommendation": {
             "expected": {key: expected},
             "basis": "measured",
@@ -82,7 +87,7 @@ def synthetic_report(key: str, loads: Sequence[float], simulated_loads: Sequence
             "segments": {"chat": _rec("fixed", "chat", key, knee), "code": _rec("adaptive", "code", key, None),
                          HOSTILE: _rec("plain", HOSTILE, key, None)},
         },
-        "crossover": {"all": {"config": "plain", key: knee}, "chat": {"config": "plain", key: knee},
+        "crossover": {"all": {"config": "adaptive", key: knee}, "chat": {"config": "fixed", key: knee},
                       "code": {"config": None, key: None}, HOSTILE: {"config": None, key: None}},
     }
     if simulated:
@@ -170,9 +175,9 @@ def test_report_structure(case: str, tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; $x$" in page
     text = "".join(parsed.text)
     assert HOSTILE in text  # escaped, so it reads back as the user wrote it
-    assert "never (pays at every measured load)" in text
+    assert "never (pays at all measured loads)" in text
     if key == "concurrency":
-        assert "crossover at c=8 (plain)" in text
+        assert "crossover at c=8, past which no speculative config beats plain (best at the lowest load: adaptive)" in text
         assert "simulated" in text and page.count('<tr class="simulated">') == len(report["simulated"])
     else:
         assert "r=2/s" in text
@@ -189,6 +194,20 @@ def test_report_without_speculative_acceptance(tmp_path: Path) -> None:
     parsed = _parse(path.read_text(encoding="utf-8"))
     assert sorted(p.get("data-kind") for p in parsed.plots) == ["latency", "throughput"]
     assert "no acceptance plot" in "".join(parsed.text)
+
+
+def test_report_without_recommendation(tmp_path: Path) -> None:
+    """A map stopped before plain and a speculative config both completed: the page says so instead of a table."""
+    report = synthetic_report("concurrency", [1, 4])
+    report.update(recommendation=None, crossover={}, stopped="interrupted",
+                  recommendation_missing="no complete run of plain and a speculative config")
+    path = tmp_path / "report.html"
+    write_report_html(report, path)
+    parsed = _parse(path.read_text(encoding="utf-8"))
+    text = "".join(parsed.text)
+    assert "recommendation" not in parsed.rows and parsed.rows["measured"] == len(report["measured"])
+    assert "No recommendation: no complete run of plain and a speculative config." in text
+    assert "stopped early (interrupted)" in text
 
 
 def _chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -364,6 +364,8 @@ def _map(args: argparse.Namespace) -> int:
     plan = Plan(items, str(args.workload) if args.workload else "built-in", configs, loads, args.repeats, args.max_tokens, parse_slo(args.slo), expected, args.seed)
     console = Console(stderr=True)
     target = _map_target(args, console)
+    if args.endpoint is not None:
+        target.check_configs(configs)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("warming up, then mapping", total=plan.total_runs)
 

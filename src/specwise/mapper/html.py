@@ -35,12 +35,14 @@ table { border-collapse: collapse; font-size: 13px; margin: 6px 0 12px; }
 th, td { border: 1px solid #d8dde6; padding: 3px 8px; text-align: right; white-space: nowrap; }
 th { background: #eef1f6; font-weight: 600; }
 td.text, th.text { text-align: left; }
-td.reason { text-align: left; white-space: normal; max-width: 420px; }
+#recommendation { width: 100%; } #recommendation td { white-space: normal; }
+td.reason { text-align: left; min-width: 240px; } #recommendation td.gain { white-space: nowrap; }
 tr.overall td { background: #f4f8ee; font-weight: 600; }
 tr.simulated td { color: #5b6475; font-style: italic; }
 .wide { overflow-x: auto; }
 .speculate { color: #1f7a3a; } .plain { color: #8a5a00; }
 .note { color: #5b6475; font-size: 13px; }
+.warn { color: #8a1c1c; background: #fdf0f0; padding: 6px 10px; border-left: 3px solid #c43d3d; }
 figure { margin: 12px 0 20px; } figcaption { color: #5b6475; font-size: 13px; }
 img.plot { max-width: 100%; height: auto; border: 1px solid #eef1f6; }
 """
@@ -94,14 +96,15 @@ def render_report_html(report: dict) -> str:
         _recommendation(report, key),
         _plots(report, key, configs, segments, measured, simulated),
         '<h2>Measured</h2><div class="wide">',
-        _rows_table("measured", _sorted_rows(measured, key, configs, segments), key),
+        _rows_table("measured", _sorted_rows(measured, configs, segments)),
         "</div>",
     ]
     if simulated:
         parts += [
-            '<h2>Simulated</h2><p class="note">Loads that were not run: figures come from a model fitted to the measured runs.</p>',
+            "<h2>Simulated</h2>",
+            '<p class="note">Loads that were not run: these figures are estimates, not measurements.</p>',
             '<div class="wide">',
-            _rows_table("simulated", _sorted_rows(simulated, key, configs, segments), key),
+            _rows_table("simulated", _sorted_rows(simulated, configs, segments)),
             "</div>",
         ]
     parts.append(f'<p class="note">Report format version {escape(str(report.get("version", "")))}.</p></body></html>')
@@ -172,62 +175,65 @@ def _header(report: dict, key: str) -> str:
 
 def _recommendation(report: dict, key: str) -> str:
     rec = report.get("recommendation") or {}
-    crossover = report.get("crossover") or {}
+    head = "<h2>Recommendation</h2>"
+    if report.get("stopped"):
+        head += f'<p class="warn">The map stopped early ({escape(str(report["stopped"]))}): only complete runs count.</p>'
+    if not rec:
+        why = report.get("recommendation_missing") or "too little was measured to compare configs"
+        return head + f'<p class="warn">No recommendation: {escape(str(why))}.</p>'
     expected = rec.get("expected") or {}
-    load = _load_label(key, expected.get(key)) if expected else "—"
-    head = (
-        "<h2>Recommendation</h2>"
-        f'<p>At the expected load <b>{escape(load)}</b> (basis: {escape(str(rec.get("basis", "—")))}). '
-        "Gain is the ratio to plain decoding at that load, with its spread over repeats.</p>"
+    head += (
+        f'<p>At the expected load <b>{escape(_load_label(key, expected.get(key)))}</b>'
+        f' (basis: {escape(str(rec.get("basis", "—")))}). '
+        "Gain is the ratio to plain decoding at that load, with its spread over repeats; "
+        "past the turn-off load no speculative config beats plain.</p>"
     )
-    columns = ("segment", "run", "drafter", "K", "policy", "gain", "turn off above", "crossover", "reason")
-    header = "".join(f'<th class="{"text" if c in ("segment", "run", "drafter", "policy", "reason") else ""}">{c}</th>' for c in columns)
+    columns = ("segment", "run", "drafter", "K", "policy", "gain", "turn off above", "reason")
+    text_columns = ("segment", "run", "drafter", "policy", "reason")
+    header = "".join(f'<th class="{"text" if c in text_columns else ""}">{c}</th>' for c in columns)
     body = []
-    entries = [("whole workload", "all", rec.get("overall"))]
-    entries += [(name, name, value) for name, value in (rec.get("segments") or {}).items()]
-    for i, (label, cross_key, entry) in enumerate(entries):
+    entries = [("whole workload", rec.get("overall")), *(rec.get("segments") or {}).items()]
+    for i, (label, entry) in enumerate(entries):
         if not entry:
             continue
         speculate = bool(entry.get("speculate"))
         run = f"{entry.get('config', '')}" if speculate else f"{entry.get('config', '')} (no speculation)"
         gain = f"{_num(entry.get('gain'), 'f2')}× ({_num(entry.get('gain_low'), 'f2')}–{_num(entry.get('gain_high'), 'f2')})"
         off = entry.get("turn_off_above")
-        off_text = _load_label(key, off) if off is not None else "never (pays at every measured load)"
         cells = [
             ("text", label),
             ("text " + ("speculate" if speculate else "plain"), run),
             ("text", entry.get("drafter", "") if speculate else "—"),
             ("", entry.get("num_speculative_tokens", 0) if speculate else "—"),
             ("text", entry.get("policy", "")),
-            ("", gain),
-            ("", off_text if speculate else "—"),
-            ("", _crossover_text(crossover.get(cross_key), key)),
+            ("gain", gain),
+            ("", _load_label(key, off) if off is not None else "never (pays at all measured loads)"),
             ("reason", entry.get("reason", "")),
         ]
         cls = ' class="overall"' if i == 0 else ""
         body.append(f"<tr{cls}>" + "".join(f'<td class="{c}">{escape(str(v))}</td>' for c, v in cells) + "</tr>")
-    return head + f'<table id="recommendation"><thead><tr>{header}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    table = f'<table id="recommendation"><thead><tr>{header}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return head + f'<div class="wide">{table}</div>'
 
 
-def _crossover_text(cross: dict | None, key: str) -> str:
-    if not cross or cross.get(key) is None:
-        return "—"
-    config = cross.get("config")
-    return _load_label(key, cross[key]) + (f" ({config})" if config else "")
-
-
-def _sorted_rows(rows: Sequence[dict], key: str, configs: list[str], segments: list[str]) -> list[dict]:
+def _sorted_rows(rows: Sequence[dict], configs: list[str], segments: list[str]) -> list[dict]:
     """Whole workload first, then each segment; configs in the report's order; loads rising."""
     return sorted(rows, key=lambda r: (segments.index(r["segment"]) if r["segment"] in segments else len(segments),
-                                       configs.index(r["config"]), r.get(key) or 0))
+                                       configs.index(r["config"]), _row_load(r)))
 
 
-def _rows_table(table_id: str, rows: Sequence[dict], key: str) -> str:
+def _row_load(row: dict) -> tuple[str, float]:
+    """A row's own load (a map may mix closed- and open-loop loads; the plots show the report's main kind)."""
+    kind = "concurrency" if row.get("concurrency") is not None else "rate"
+    return kind, row.get(kind) or 0.0
+
+
+def _rows_table(table_id: str, rows: Sequence[dict]) -> str:
     head = '<th class="text">segment</th><th class="text">config</th><th>load</th>'
     head += "".join(f"<th>{escape(label)}</th>" for _, label, _ in _COLUMNS)
     body = []
     for row in rows:
-        cells = [("text", row["segment"]), ("text", row["config"]), ("", _load_label(key, row.get(key)))]
+        cells = [("text", row["segment"]), ("text", row["config"]), ("", _load_label(*_row_load(row)))]
         spread = row.get("spread") or {}
         for name, _, kind in _COLUMNS:
             text = _num(row.get(name), kind)
@@ -308,21 +314,27 @@ def _plots(report: dict, key: str, configs: list[str], segments: list[str], meas
             _draw(ax, _series(measured, config, key), _series(simulated, config, key), key, metric, colors[config], _mpl(config))
         if cross_at is not None:
             ax.axvline(cross_at, color="#444", linestyle=":", linewidth=1.2)
-            ax.annotate(_mpl("crossover " + _crossover_text(cross, key)), xy=(cross_at, 1), xycoords=("data", "axes fraction"),
-                        xytext=(4, -12), textcoords="offset points", fontsize=8, color="#444")
+            ax.annotate(f"crossover {_load_label(key, cross_at)}", xy=(cross_at, 0.98), xycoords=("data", "axes fraction"),
+                        xytext=(-3, 0), textcoords="offset points", rotation=90, ha="right", va="top", fontsize=8, color="#444",
+                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
         _load_axis(ax, key, loads)
         ax.set_ylabel(f"{name} request latency (s)")
         ax.set_title(f"{name} latency, whole workload", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    cross_note = f" Dotted line: crossover at {_crossover_text(cross, key)}." if cross_at is not None else ""
+    cross_note = ""
+    if cross_at is not None:
+        best = f" (best at the lowest load: {cross['config']})" if cross.get("config") else ""
+        at = _load_label(key, cross_at)
+        cross_note = f" Dotted line: the crossover at {at}, past which no speculative config beats plain{best}."
     parts.append(_figure("latency", fig, "p50 and p99 latency against load, per config",
                          "Request latency (send to last token) per config, whole workload." + cross_note + band_note + sim_note))
 
     fig = Figure(figsize=(7, 4.2), dpi=100)
     ax = fig.subplots()
     for config in configs:
-        _draw(ax, _series(measured, config, key), _series(simulated, config, key), key, "throughput_tok_s", colors[config], _mpl(config))
+        mine, sim = _series(measured, config, key), _series(simulated, config, key)
+        _draw(ax, mine, sim, key, "throughput_tok_s", colors[config], _mpl(config))
     if cross_at is not None:
         ax.axvline(cross_at, color="#444", linestyle=":", linewidth=1.2)
     _load_axis(ax, key, loads)
@@ -367,12 +379,12 @@ def _acceptance_plot(report: dict, key: str, configs: list[str], segments: list[
         ax.set_title(_mpl("whole workload" if segment == "all" else segment), fontsize=10)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("draft position")
-        ax.set_ylabel("P(accepted | earlier accepted)")
+        ax.set_ylabel("accepted / drafted")
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
     fig.tight_layout()
     load = _load_label(key, at)
     return _figure("acceptance", fig, f"acceptance by draft position per segment at {load}",
-                   f"Probability that the draft at each position is accepted, given the earlier ones were, per segment, at {load}"
+                   f"Share of the drafts at each position that were accepted, per segment, at {load}"
                    " (speculative configs only).")

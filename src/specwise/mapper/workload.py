@@ -76,7 +76,7 @@ def _opening(conversations: Any, where: str) -> list[dict[str, str]]:
     for turn in conversations:
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
             raise SpecwiseError(f"{where}: conversations must be a list of {{from, value}} objects")
-        role = SHAREGPT_ROLES.get(turn.get("from"))  # type: ignore[arg-type]
+        role = SHAREGPT_ROLES.get(turn.get("from"))
         if role is None:
             raise SpecwiseError(f"{where}: a turn's from is {turn.get('from')!r}, not one of {', '.join(SHAREGPT_ROLES)}")
         messages.append({"role": role, "content": turn["value"]})
