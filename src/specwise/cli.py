@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds running requests get to finish after SIGTERM (default 30)")
     mp = sub.add_parser("map", help="replay a workload at several loads and configs, measure, recommend what to run, write a report")
     mp.add_argument("--workload", type=Path, help="JSONL (prompt format, with segment, max_tokens, arrival_s) or ShareGPT JSON (default: the built-in workload)")
-    mp.add_argument("--concurrency", help="closed-loop levels, comma-separated (default 1,4 when no --rate is given)")
+    mp.add_argument("--concurrency", help="closed-loop levels, comma-separated (default 1,4,16 when no --rate is given)")
     mp.add_argument("--rate", help="open-loop request rates per second, comma-separated (Poisson arrivals)")
     mp.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the arrival gaps: 1 Poisson, < 1 burstier (default 1)")
     mp.add_argument("--configs", default="plain,fixed,adaptive", help="plain, fixed, adaptive, or policy:drafter such as adaptive:eagle (default plain,fixed,adaptive)")
@@ -355,7 +355,7 @@ def _map(args: argparse.Namespace) -> int:
         raise SpecwiseError(f"--output {args.output} is a file; give a directory")
     items = load_workload(args.workload) if args.workload is not None else builtin_workload()
     configs = parse_configs(args.configs, args.drafter, args.num_speculative_tokens)
-    loads = parse_loads(args.concurrency if args.concurrency or args.rate else "1,4", args.rate, args.burstiness)
+    loads = parse_loads(args.concurrency if args.concurrency or args.rate else "1,4,16", args.rate, args.burstiness)
     expected = Load(concurrency=args.expected_concurrency) if args.expected_concurrency else None
     if args.expected_rate is not None:
         if args.expected_rate <= 0:

@@ -17,7 +17,7 @@ def _load(row: dict[str, object]) -> str:
 def print_summary(report: dict[str, object], directory: Path, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"map of {report['workload']['name']} on {report['target']['name']}")  # type: ignore[index]
-    for col in ("load", "config", "p50 latency s", "p99 latency s", "p50 TTFT s", "p50 TPOT ms", "tok/s", "accept", "accepted/step"):
+    for col in ("load", "config", "p50 s", "p99 s", "TTFT s", "TPOT ms", "tok/s", "accept", "tok/step"):
         table.add_column(col, justify="left" if col in ("load", "config") else "right")
     for row in report["measured"]:  # type: ignore[union-attr]
         if row["segment"] != ALL:
