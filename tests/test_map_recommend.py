@@ -124,3 +124,33 @@ def test_configs_with_their_own_drafters():
     configs = parse_configs("plain,fixed,adaptive:eagle", "ngram", 3)
     assert [(c.name, c.policy, c.drafter, c.num_speculative_tokens) for c in configs] == [
         ("plain", "plain", "none", 0), ("fixed", "fixed", "ngram", 3), ("adaptive:eagle", "adaptive", "eagle", 3)]  # fmt: skip
+
+
+class FlakyTarget:
+    """Answers the warm-up and the first timed run, then every request fails."""
+
+    kind, name, model = "endpoint", "fake endpoint", "m"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, items, config, load, *, max_tokens, seed=0, repeat=0, on_record=None):
+        self.calls += 1
+        fail = self.calls > 3  # two warm-ups (plain, fixed), one good run
+        recs = [record(i, "a", 1.0) for i in range(3)]
+        for r in recs:
+            r.error = "HTTP 500: boom" if fail else None
+        return Run(config, load, recs, 1.0, repeat)
+
+
+def test_an_endpoint_failing_midway_stops_the_map_and_the_finished_runs_are_written(tmp_path):
+    from specwise.mapper.run import Plan, execute, write
+    from specwise.mapper.workload import builtin_workload
+
+    plan = Plan(builtin_workload()[:3], "w", [PLAIN, FIXED], [Load(concurrency=1), Load(concurrency=2)])
+    runs, stopped = execute(FlakyTarget(), plan)
+    assert len(runs) == 2 and stopped == "3 of 3 requests failed under fixed at c=1: HTTP 500: boom"
+    rep = write(tmp_path, FlakyTarget(), plan, runs, stopped)
+    assert rep["stopped"] == stopped and rep["recommendation"] is None
+    assert {r["config"] for r in rep["measured"]} == {"plain", "fixed"}
+    assert all((tmp_path / f).exists() for f in ("report.json", "report.html", "calibration.json"))

@@ -38,6 +38,8 @@ class Gains:
         self.configs = list(dict.fromkeys(run.config for run in runs))
         if not any(not c.speculates for c in self.configs):
             raise SpecwiseError("a map needs the plain config as its baseline: add plain to --configs")
+        if not any(c.speculates for c in self.configs):
+            raise SpecwiseError("no speculative config finished a run to compare with plain")
 
     def __call__(self, config: MapConfig, load: Load, segment: str) -> list[float]:
         plain = next(c for c in self.configs if not c.speculates)
