@@ -215,3 +215,29 @@ def test_map_refuses_bad_input_in_one_line(tmp_path, capsys, args, fragment):
     code = main(["map", *[subs.get(a, a) for a in args], "--output", str(tmp_path / "out"), "--model", str(tmp_path / "never.gguf")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("specwise: error:") and fragment in err, err
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--acceptance", "1.5"], "in [0, 1]"),
+        (["--acceptance", "0.6", "-k", "-1"], "-k must be in 0..32"),
+        (["--acceptance", "0.6", "--verify-cost", "1:x"], "rows:time pairs"),
+        (["--acceptance", "0.6", "--verify-cost", "1:1", "--moe-experts", "8", "--moe-top-k", "9"], "top-k must be in 1..experts"),
+        (["--acceptance", "0.6", "--calibration", "{missing}"], "cannot read"),
+        (["--acceptance", "0.6", "--draft-cost", "-0.1"], "--draft-cost must be >= 0"),
+    ],
+)
+def test_plan_refuses_impossible_parameters_in_one_line(tmp_path, capsys, args, fragment):
+    from specwise.cli import main
+
+    code = main(["plan", *[str(tmp_path / "none.json") if a == "{missing}" else a for a in args]])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and fragment in err, err
+
+
+def test_plan_prints_e_and_the_speedup(capsys):
+    from specwise.cli import main
+
+    assert main(["plan", "--acceptance", "0.6", "-k", "5", "--verify-cost", "1:1.0"]) == 0
+    assert "E = 2.38 tokens per verify step with K = 5" in capsys.readouterr().out

@@ -142,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--max-batched-tokens", type=_positive_int, default=256)
     mp.add_argument("--max-num-seqs", type=_positive_int, default=16, help="in-process slots for open-loop runs (default 16)")
     mp.add_argument("--seed", type=int, default=0, help="seed of the arrival times (default 0)")
+    pl = sub.add_parser("plan", help="does speculation pay? expected tokens, speedup, best K, break-even acceptance and crossover, from a cost profile")
+    pl.add_argument("--acceptance", required=True, help="acceptance per draft: one rate, or one per position (0.8,0.6,0.5)")
+    pl.add_argument("--num-speculative-tokens", "-k", type=int, default=5, help="K, the most drafts considered (default 5)")
+    pl.add_argument("--draft-cost", type=float, default=0.0, help="c: one draft round over one target step (0 for prompt lookup; default 0)")
+    pl.add_argument("--verify-cost", help="a step-cost curve by hand, rows:time pairs such as 1:1.0,5:1.1,16:2.0 (default: the profile measured here)")
+    pl.add_argument("--calibration", type=Path, help="take the step-cost profile from a map's calibration.json")
+    pl.add_argument("--batch", type=_int_list, default=[1, 2, 4, 8, 16, 32], help="batch sizes to plan for (default 1,2,4,8,16,32)")
+    pl.add_argument("--moe-experts", type=int, help="the target is a mixture of experts with N experts per layer")
+    pl.add_argument("--moe-top-k", type=int, default=2, help="experts per token (default 2)")
+    pl.add_argument("--moe-share", type=float, default=0.66, help="share of a token's weight bytes in its experts (default 0.66)")
+    pl.add_argument("--model", help="the model whose measured profile to use (default: the shipped SmolLM2-135M-Instruct)")
     cal = sub.add_parser("calibrate", help="measure drafters here and cache the best (used by layerskip and auto)")
     cal.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
     cal.add_argument("--num-speculative-tokens", "-k", type=int, default=4)
@@ -164,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "map":
             return _map(args)
+        if args.command == "plan":
+            from specwise.plan_cli import plan
+
+            return plan(args)
     except SpecwiseError as exc:
         print(f"specwise: error: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -37,17 +38,29 @@ def _profile(model: LlamaModel, rows: list[int], repeats: int = 5) -> list[float
     return out
 
 
-def step_cost_model(model: LlamaModel, model_key: str) -> CostModel:
-    """Profiled once per model and machine (a few seconds), then read from the cache;
-    beyond the last profiled row count the model extrapolates linearly."""
-    rows = list(PROFILE_ROWS)
-    key = hashlib.sha256(f"{model_key}:{native.build_id()}:{os.cpu_count()}:{torch.get_num_threads()}:{rows}".encode()).hexdigest()[:16]
-    path = cache_dir() / "costs" / f"{key}.json"
+def _path(model_key: str) -> Path:
+    key = hashlib.sha256(f"{model_key}:{native.build_id()}:{os.cpu_count()}:{torch.get_num_threads()}:{list(PROFILE_ROWS)}".encode()).hexdigest()[:16]
+    return cache_dir() / "costs" / f"{key}.json"
+
+
+def cached_step_costs(model_key: str) -> CostModel | None:
+    """The profile measured here before, if any (no model needed to read it)."""
+    path = _path(model_key)
     if path.exists():
         try:
             return CostModel.load(path)
         except (ValueError, KeyError, json.JSONDecodeError):
             pass  # a damaged cache file is re-measured
+    return None
+
+
+def step_cost_model(model: LlamaModel, model_key: str) -> CostModel:
+    """Profiled once per model and machine (a few seconds), then read from the cache;
+    beyond the last profiled row count the model extrapolates linearly."""
+    cached = cached_step_costs(model_key)
+    if cached is not None:
+        return cached
+    rows = list(PROFILE_ROWS)
     costs = CostModel(rows, _profile(model, rows))
-    costs.save(path)
+    costs.save(_path(model_key))
     return costs
