@@ -142,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--max-batched-tokens", type=_positive_int, default=256)
     mp.add_argument("--max-num-seqs", type=_positive_int, default=16, help="in-process slots for open-loop runs (default 16)")
     mp.add_argument("--seed", type=int, default=0, help="seed of the arrival times (default 0)")
+    sim = sub.add_parser("simulate", help="predict latency and throughput at loads not measured, from a map's calibration.json")
+    sim.add_argument("--calibration", type=Path, required=True, help="calibration.json written by specwise map (in-process)")
+    sim.add_argument("--concurrency", help="closed-loop levels, comma-separated")
+    sim.add_argument("--rate", help="open-loop request rates per second, comma-separated")
+    sim.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the arrival gaps (default 1: Poisson)")
+    sim.add_argument("--configs", help="configs to simulate (default: those the map measured)")
+    sim.add_argument("--drafter", default="ngram", help="drafter of configs that name none (default ngram)")
+    sim.add_argument("--num-speculative-tokens", "-k", type=int, default=4)
+    sim.add_argument("--runs", type=_positive_int, default=3, help="seeded runs per config and load; figures are medians, with their spread (default 3)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--max-num-seqs", type=_positive_int, default=16, help="slots for open-loop loads (default 16)")
+    sim.add_argument("--slo", help="goodput objectives in seconds, e.g. ttft=1.0,tpot=0.1")
+    sim.add_argument("--output", type=Path, required=True, help="S.json: {\"rows\": [ROW...]}")
+    sim.add_argument("--force", action="store_true", help="use a calibration from another machine, kernel build or model")
     pl = sub.add_parser("plan", help="does speculation pay? expected tokens, speedup, best K, break-even acceptance and crossover, from a cost profile")
     pl.add_argument("--acceptance", required=True, help="acceptance per draft: one rate, or one per position (0.8,0.6,0.5)")
     pl.add_argument("--num-speculative-tokens", "-k", type=int, default=5, help="K, the most drafts considered (default 5)")
@@ -175,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "map":
             return _map(args)
+        if args.command == "simulate":
+            return _simulate(args)
         if args.command == "plan":
             from specwise.plan_cli import plan
 
@@ -396,6 +412,23 @@ def _map(args: argparse.Namespace) -> int:
         return 130
     if stopped:
         raise SpecwiseError(f"{stopped}; wrote the {len(runs)} finished runs to {args.output}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from specwise.mapper.options import parse_configs, parse_loads, parse_slo
+    from specwise.mapper.summary import print_rows
+    from specwise.simulator import Calibration, simulate
+
+    if not args.concurrency and not args.rate:
+        raise SpecwiseError("simulate needs --concurrency or --rate levels")
+    loads = parse_loads(args.concurrency, args.rate, args.burstiness)
+    _check_output(args.output)
+    cal = Calibration.load(args.calibration, force=args.force)
+    configs = parse_configs(args.configs, args.drafter, args.num_speculative_tokens) if args.configs else cal.configs()
+    rows = simulate(cal, configs, loads, runs=args.runs, seed=args.seed, slo=parse_slo(args.slo), max_num_seqs=args.max_num_seqs)
+    args.output.write_text(json.dumps({"rows": rows}, indent=1))
+    print_rows(rows, f"simulated from {args.calibration}")
     return 0
 
 

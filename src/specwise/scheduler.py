@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
@@ -66,11 +67,13 @@ class StepSample:
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, config: SchedulerConfig) -> None:
+    def __init__(self, engine: Engine, config: SchedulerConfig, clock: Callable[[], float] = time.perf_counter) -> None:
+        """``clock``: where time comes from (a simulator runs the scheduler on its own)."""
         if engine.cache.num_slots < config.max_num_seqs:
             raise SpecwiseError(f"KV cache has {engine.cache.num_slots} slots for {config.max_num_seqs} sequences")
         self.engine = engine
         self.config = config
+        self.clock = clock
         self.waiting: deque[tuple[Sequence, float]] = deque()
         self.running: list[Sequence] = []
         self.failed_steps = 0
@@ -79,7 +82,7 @@ class Scheduler:
 
     def submit(self, seq: Sequence, *, first: bool = False) -> None:
         """Queue a sequence; ``first`` puts it ahead of the others (a conversation's next turn)."""
-        entry = (seq, time.perf_counter())
+        entry = (seq, self.clock())
         if first:
             self.waiting.appendleft(entry)
         else:
@@ -96,7 +99,7 @@ class Scheduler:
         if seq in self.running:
             self.running.remove(seq)
             seq.finish_reason = "abort"
-            seq.stats.wall_s = time.perf_counter() - seq.started_at
+            seq.stats.wall_s = self.clock() - seq.started_at
             self.engine.finish(seq)
             return True
         return False
@@ -124,7 +127,7 @@ class Scheduler:
             except Exception as exc:  # one bad step must not take down the others' requests
                 self._fail(seqs, exc)
         finished = [s for s in self.running if s.finished]
-        now = time.perf_counter()
+        now = self.clock()
         for seq in finished:
             seq.stats.wall_s = now - seq.started_at
             engine.finish(seq, keep=seq.error is None)
@@ -135,9 +138,9 @@ class Scheduler:
         engine = self.engine
         groups = group_by(decoding, lambda s: s.policy)
         ks = self._choose(decoding, groups, sum(chunks))
-        start = time.perf_counter()
+        start = self.clock()
         drafted, accepted = engine.step(decoding + prompts, [*ks, *[0] * len(prompts)], [1] * len(decoding) + chunks)
-        target_s = time.perf_counter() - start - sum(engine.last_draft_s.values())
+        target_s = self.clock() - start - sum(engine.last_draft_s.values())
         rows = engine.last_rows
         context = sum(len(s.token_ids) for s in decoding) + sum(engine.cache.lengths[s.slot] for s in prompts)
         self.step_log.append(StepSample(rows, len(decoding), len(prompts), context, target_s, sum(engine.last_draft_s.values())))
@@ -167,7 +170,7 @@ class Scheduler:
     def _admit(self) -> None:
         while self.waiting and len(self.running) < self.config.max_num_seqs:
             seq, submitted = self.waiting.popleft()
-            seq.started_at = time.perf_counter()
+            seq.started_at = self.clock()
             seq.stats.queue_s = seq.started_at - submitted
             self.engine.admit(seq)
             self.running.append(seq)

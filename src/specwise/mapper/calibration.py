@@ -18,7 +18,7 @@ import torch
 
 from specwise.mapper.records import Run, WorkItem
 
-VERSION = 1
+VERSION = 2
 MAX_STEPS = 20_000
 
 
@@ -34,15 +34,17 @@ def machine() -> dict[str, object]:
 
 
 def acceptance_counts(runs: Sequence[Run], segment: str) -> dict[str, dict[str, list[int]]]:
-    """Per config: drafts verified and accepted at each position, summed over runs."""
+    """Per config: its drafter, verify steps, and drafts verified and accepted at each
+    position, summed over runs."""
     out: dict[str, dict[str, list[int]]] = {}
     for run in runs:
         if not run.config.speculates:
             continue
-        entry = out.setdefault(run.config.name, {"drafted_by_position": [], "accepted_by_position": []})
+        entry = out.setdefault(run.config.name, {"drafter": run.config.drafter, "steps": 0, "drafted_by_position": [], "accepted_by_position": []})  # type: ignore[dict-item]
         for r in run.records:
             if r.segment != segment or not r.ok:
                 continue
+            entry["steps"] += r.steps or 0  # type: ignore[operator]
             for key, mine in (("drafted_by_position", r.drafted_by_position), ("accepted_by_position", r.accepted_by_position)):
                 counts = entry[key]
                 counts.extend([0] * (len(mine) - len(counts)))
@@ -62,12 +64,13 @@ def calibration(target: object, runs: Sequence[Run], items: Sequence[WorkItem], 
             lengths[r.segment]["output_tokens"].append(r.output_tokens)
     out: dict[str, object] = {
         "version": VERSION,
+        "workload": {"requests": len(items)},
         "target": getattr(target, "kind", "endpoint"),
         "machine": machine(),
         "settings": settings,
         "configs": [asdict(c) for c in dict.fromkeys(run.config for run in runs)],
         "segments": {s: {**lengths[s], "acceptance": acceptance_counts(runs, s)} for s in segments},
-        "requests": len(items),
+        "requests": [[r.segment, r.prompt_tokens, r.output_tokens] for r in (plain[0].records if plain else []) if r.ok],
     }
     llm = getattr(target, "llm", None)
     if llm is not None:

@@ -14,12 +14,12 @@ def _load(row: dict[str, object]) -> str:
     return f"c={row['concurrency']}" if "concurrency" in row else f"r={row['rate']:g}"
 
 
-def print_summary(report: dict[str, object], directory: Path, console: Console | None = None) -> None:
-    console = console or Console()
-    table = Table(title=f"map of {report['workload']['name']} on {report['target']['name']}")  # type: ignore[index]
+def print_rows(rows: list[dict[str, object]], title: str, console: Console | None = None) -> None:
+    """The whole-workload rows, one line per load and config."""
+    table = Table(title=title)
     for col in ("load", "config", "p50 s", "p99 s", "TTFT s", "TPOT ms", "tok/s", "accept", "tok/step"):
         table.add_column(col, justify="left" if col in ("load", "config") else "right")
-    for row in report["measured"]:  # type: ignore[union-attr]
+    for row in rows:
         if row["segment"] != ALL:
             continue
         table.add_row(
@@ -27,7 +27,12 @@ def print_summary(report: dict[str, object], directory: Path, console: Console |
             f"{1000 * row['p50_tpot_s']:.1f}", f"{row['throughput_tok_s']:.1f}", f"{row['acceptance_rate']:.2f}",
             f"{row['mean_acceptance_length']:.2f}",
         )  # fmt: skip
-    console.print(table)
+    (console or Console()).print(table)
+
+
+def print_summary(report: dict[str, object], directory: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    print_rows(report["measured"], f"map of {report['workload']['name']} on {report['target']['name']}", console)  # type: ignore[arg-type, index]
     rec = report.get("recommendation")
     if rec:
         console.print(f"[bold]Recommendation[/bold] at {rec['basis'] if rec['basis'] != 'measured' else _expected(rec)}:")  # type: ignore[index]
