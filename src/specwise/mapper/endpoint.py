@@ -221,7 +221,10 @@ class EndpointTarget:
         if down.reason is not None:
             return _failed(item, sent - start, 0.0, f"not sent: {down.reason}")
         reading = _Reading(sent)
-        body = _body(server, item, config, max_tokens)
+        try:
+            body = _body(server, item, config, max_tokens)
+        except SpecwiseError as exc:  # a request this server cannot be asked
+            return _failed(item, sent - start, 0.0, f"not sent: {exc}")
         try:
             async with asyncio.timeout(self.timeout_s):
                 async with client.stream("POST", f"{server.url}/v1/chat/completions", json=body) as response:
@@ -357,7 +360,7 @@ def _body(server: _Server, item: WorkItem, config: MapConfig, max_tokens: int) -
         "temperature": 0.0, "max_tokens": item.max_tokens or max_tokens,
     }  # fmt: skip
     if request.constraint is not None:
-        body.update(_constraint_fields(request.constraint))
+        body.update(_constraint_fields(request.constraint, server.kind))
     if server.kind == "specwise":
         body["speculation"] = _speculation(config)
         if request.segment:
@@ -377,8 +380,13 @@ def _speculation(config: MapConfig) -> dict[str, object]:
     return spec
 
 
-def _constraint_fields(c: Constraint) -> dict[str, object]:
-    """The request fields that ask for a constraint, as vLLM and specwise read them."""
+def _constraint_fields(c: Constraint, kind: str) -> dict[str, object]:
+    """The request fields that ask for a constraint, as vLLM and specwise read them
+    (llama-cpp-python takes a schema inside a json_object format, and no regex or choice)."""
+    if kind == "llama-cpp-python":
+        if c.kind not in ("json_schema", "json_object"):
+            raise SpecwiseError(f"llama-cpp-python's server takes no {c.describe()} constraint")
+        return {"response_format": {"type": "json_object", **({"schema": json.loads(c.text)} if c.kind == "json_schema" else {})}}
     if c.kind == "json_schema":
         return {"response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": json.loads(c.text)}}}
     if c.kind == "json_object":
@@ -390,6 +398,8 @@ def _server_kind(owned_by: str, metrics: Samples | None) -> str:
     owner = owned_by.lower().replace(".", "").replace("-", "").replace("_", "")
     if owner in KINDS:
         return owner
+    if owner == "me":  # llama-cpp-python's cards say so
+        return "llama-cpp-python"
     prefixes = {name.split(":", 1)[0] for name in metrics or {} if ":" in name}
     return next((kind for kind in KINDS if kind in prefixes), "unknown")
 

@@ -88,14 +88,22 @@ def nearest(gains: Gains, expected: Load) -> Load:
     return min(same, key=lambda ld: abs(math.log(ld.value) - math.log(expected.value)))
 
 
-def recommend(runs: Sequence[Run], expected: Load | None) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
-    """The recommendation at the expected load and the crossover per segment ("all" too)."""
+def recommend(runs: Sequence[Run], expected: Load | None, simulated: Sequence[Run] = ()) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
+    """The recommendation at the expected load and the crossover per segment ("all" too).
+    ``simulated`` runs stand in for an expected load that was not measured."""
+    if expected is not None and simulated and not any(r.load == expected for r in runs):
+        runs = [*runs, *(r for r in simulated if r.load == expected)]
     gains = Gains(runs)
     if expected is None:  # default: the heaviest closed-loop load measured (else the highest rate)
         closed = [ld for ld in gains.loads if ld.concurrency is not None]
         expected = closed[-1] if closed else gains.loads[-1]
     at = nearest(gains, expected)
-    basis = "measured" if at == expected else f"nearest measured load {at.label} (the expected {expected.label} was not measured)"
+    if any(r.load == at for r in simulated) and not any(r.load == at and r not in simulated for r in runs):
+        basis = f"simulated ({sum(r.load == at and not r.config.speculates for r in simulated)} seeded runs from this map's calibration; {at.label} was not measured)"
+    elif at == expected:
+        basis = "measured"
+    else:
+        basis = f"nearest measured load {at.label} (the expected {expected.label} was not measured)"
     kind = "concurrency" if at.concurrency is not None else "rate"
     segments = sorted({r.segment for run in runs for r in run.records})
     plain = next(c for c in gains.configs if not c.speculates)

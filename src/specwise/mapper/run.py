@@ -85,7 +85,7 @@ def execute(target: Target, plan: Plan, on_run: Callable[[Run], None] | None = N
     return runs, None
 
 
-def report(target: Target, plan: Plan, runs: Sequence[Run], stopped: str | None) -> dict[str, object]:
+def report(target: Target, plan: Plan, runs: Sequence[Run], stopped: str | None, simulated: Sequence[Run] = ()) -> dict[str, object]:
     complete = [run for run in runs if run.records and all(r.ok for r in run.records)]
     out: dict[str, object] = {
         "version": 1,
@@ -98,8 +98,10 @@ def report(target: Target, plan: Plan, runs: Sequence[Run], stopped: str | None)
         "measured": measures.rows(runs, plan.slo),
         "stopped": stopped,
     }
+    if simulated:
+        out["simulated"] = [{**row, "simulated": True} for row in measures.rows(simulated, plan.slo)]
     try:
-        out["recommendation"], out["crossover"] = recommend(complete, plan.expected)
+        out["recommendation"], out["crossover"] = recommend(complete, plan.expected, simulated)
     except (SpecwiseError, ValueError, StopIteration) as exc:  # too little measured to compare
         out["recommendation"], out["crossover"] = None, {}
         out["recommendation_missing"] = str(exc) if isinstance(exc, SpecwiseError) else "no complete run of plain and a speculative config"
@@ -118,9 +120,30 @@ def write(directory: Path, target: Target, plan: Plan, runs: Sequence[Run], stop
     from specwise.mapper.html import write_report_html
 
     directory.mkdir(parents=True, exist_ok=True)
-    rep = report(target, plan, runs, stopped)
+    settings = {"loads": [load_fields(ld) for ld in plan.loads], "repeats": plan.repeats, "max_tokens": plan.max_tokens, "workload": plan.workload}
+    cal = calibration(target, runs, plan.items, settings)
+    (directory / "calibration.json").write_text(json.dumps(cal, indent=1))
+    rep = report(target, plan, runs, stopped, simulated_runs(cal, plan, runs))
     (directory / "report.json").write_text(json.dumps(rep, indent=1))
     write_report_html(rep, directory / "report.html")
-    settings = {"loads": [load_fields(ld) for ld in plan.loads], "repeats": plan.repeats, "max_tokens": plan.max_tokens, "workload": plan.workload}
-    (directory / "calibration.json").write_text(json.dumps(calibration(target, runs, plan.items, settings), indent=1))
     return rep
+
+
+SIM_RUNS = 3
+
+
+def simulated_runs(cal: dict[str, object], plan: Plan, runs: Sequence[Run]) -> list[Run]:
+    """The simulator, calibrated on this map, at every measured load (to set beside the
+    measurements) and at the expected load if it was not measured. None for an
+    endpoint (no step costs) or a map too small to fit."""
+    from specwise.simulator import Calibration, simulate_run
+
+    if "steps" not in cal or not runs:
+        return []
+    try:
+        model = Calibration(cal, "this map")
+    except SpecwiseError:
+        return []
+    loads = list(dict.fromkeys([run.load for run in runs] + ([plan.expected] if plan.expected is not None else [])))
+    configs = list(dict.fromkeys(run.config for run in runs))
+    return [simulate_run(model, c, load, plan.seed + r, repeat=r) for load in loads for r in range(SIM_RUNS) for c in configs]
