@@ -154,3 +154,10 @@ def test_an_endpoint_failing_midway_stops_the_map_and_the_finished_runs_are_writ
     assert rep["stopped"] == stopped and rep["recommendation"] is None
     assert {r["config"] for r in rep["measured"]} == {"plain", "fixed"}
     assert all((tmp_path / f).exists() for f in ("report.json", "report.html", "calibration.json"))
+
+
+def test_a_dip_below_one_between_paying_loads_is_not_the_turn_off_point():
+    rec, cross = recommend(sweep({1: 1.5, 4: 0.95, 16: 1.1}), Load(concurrency=16))
+    assert rec["overall"]["config"] == "fixed" and rec["overall"]["turn_off_above"] is None
+    _, cross = recommend(sweep({1: 1.5, 4: 0.95, 16: 1.1, 32: 0.9}), None)
+    assert 16 < cross["all"]["concurrency"] < 32

@@ -207,7 +207,7 @@ def _recommendation(report: dict, key: str) -> str:
             ("", entry.get("num_speculative_tokens", 0) if speculate else "—"),
             ("text", entry.get("policy", "")),
             ("gain", gain),
-            ("", _load_label(key, off) if off is not None else "never (pays at all measured loads)"),
+            ("", _load_label(key, off) if off is not None else "not within the loads measured (it pays at the highest)"),
             ("reason", entry.get("reason", "")),
         ]
         cls = ' class="overall"' if i == 0 else ""

@@ -61,8 +61,8 @@ class Gains:
 
 def crossover(gains: Gains, segment: str, kind: str) -> tuple[MapConfig | None, float | None]:
     """The best speculative config at the lowest load, and the load past which no
-    speculative config beats plain (None: it pays at every measured load; the lowest
-    load itself when it never pays)."""
+    speculative config beats plain at any measured load (None: it pays at the highest;
+    the lowest load itself when it never pays)."""
     loads = [ld for ld in gains.loads if (ld.concurrency is not None) == (kind == "concurrency")]
     medians = []
     for load in loads:
@@ -71,13 +71,15 @@ def crossover(gains: Gains, segment: str, kind: str) -> tuple[MapConfig | None, 
     if not medians:
         return None, None
     first_config = medians[0][1]
-    if medians[0][2] <= 1.0:
+    if medians[-1][2] > 1.0:
+        return first_config, None
+    paying = [i for i, (_, _, g) in enumerate(medians) if g > 1.0]
+    if not paying:
         return first_config, medians[0][0].value
-    for (l0, _, g0), (l1, _, g1) in zip(medians, medians[1:]):
-        if g1 <= 1.0 < g0:
-            t = (g0 - 1.0) / (g0 - g1)
-            return first_config, round(math.exp(math.log(l0.value) + t * (math.log(l1.value) - math.log(l0.value))), 2)
-    return first_config, None
+    # The last load where it pays, and the next, past which it pays at no measured load.
+    (l0, _, g0), (l1, _, g1) = medians[paying[-1]], medians[paying[-1] + 1]
+    t = (g0 - 1.0) / (g0 - g1)
+    return first_config, round(math.exp(math.log(l0.value) + t * (math.log(l1.value) - math.log(l0.value))), 2)
 
 
 def nearest(gains: Gains, expected: Load) -> Load:
@@ -120,7 +122,7 @@ def _one(gains: Gains, at: Load, segment: str, plain: MapConfig, turn_off: float
     config, g = gains.best(at, segment)
     gain = float(np.median(g)) if g else 0.0
     spread = f"{min(g):.2f}-{max(g):.2f} over {len(g)} repeats" if len(g) > 1 else "one repeat"
-    past = f"; it stops paying past {at.label.split('=')[0]}={turn_off:g}" if turn_off is not None else "; it pays at every load measured"
+    past = f"; it stops paying past {at.label.split('=')[0]}={turn_off:g}" if turn_off is not None else "; it still pays at the highest load measured"
     if config is None or gain <= 1.0:
         best = f" (best: {config.name} at {gain:.2f}x, {spread})" if config is not None else ""
         return {"config": plain.name, "speculate": False, "drafter": "none", "num_speculative_tokens": 0, "policy": "plain",
