@@ -175,7 +175,7 @@ def test_report_structure(case: str, tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; $x$" in page
     text = "".join(parsed.text)
     assert HOSTILE in text  # escaped, so it reads back as the user wrote it
-    assert "never (pays at all measured loads)" in text
+    assert "not within the loads measured (it pays at the highest)" in text
     if key == "concurrency":
         assert "crossover at c=8, past which no speculative config beats plain (best at the lowest load: adaptive)" in text
         assert "simulated" in text and page.count('<tr class="simulated">') == len(report["simulated"])
