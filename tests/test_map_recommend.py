@@ -161,3 +161,15 @@ def test_a_dip_below_one_between_paying_loads_is_not_the_turn_off_point():
     assert rec["overall"]["config"] == "fixed" and rec["overall"]["turn_off_above"] is None
     _, cross = recommend(sweep({1: 1.5, 4: 0.95, 16: 1.1, 32: 0.9}), None)
     assert 16 < cross["all"]["concurrency"] < 32
+
+
+def test_an_unmeasured_expected_load_is_recommended_from_simulated_runs_with_their_spread():
+    measured = sweep({1: 1.6, 16: 0.8})
+    load = Load(concurrency=4)
+    simulated = []
+    for repeat, gain in enumerate((1.25, 1.3, 1.2)):
+        simulated += [run(PLAIN, load, {"a": 8.0}, repeat), run(FIXED, load, {"a": 8.0 / gain}, repeat), run(ADAPT, load, {"a": 8.0}, repeat)]
+    rec, _ = recommend(measured, load, simulated)
+    assert rec["basis"].startswith("simulated (3 seeded runs") and rec["overall"]["config"] == "fixed"
+    assert (rec["overall"]["gain_low"], rec["overall"]["gain"], rec["overall"]["gain_high"]) == pytest.approx((1.2, 1.25, 1.3), abs=1e-3)
+    assert recommend(measured, Load(concurrency=1), simulated)[0]["basis"] == "measured"
