@@ -241,3 +241,26 @@ def test_plan_prints_e_and_the_speedup(capsys):
 
     assert main(["plan", "--acceptance", "0.6", "-k", "5", "--verify-cost", "1:1.0"]) == 0
     assert "E = 2.38 tokens per verify step with K = 5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--calibration", "{missing}", "--concurrency", "2"], "cannot read"),
+        (["--calibration", "{old}", "--concurrency", "2"], "version 2"),
+        (["--calibration", "{foreign}", "--concurrency", "2"], "--force"),
+        (["--calibration", "{old}"], "needs --concurrency or --rate"),
+        (["--calibration", "{old}", "--rate", "-1"], "must be > 0"),
+    ],
+)
+def test_simulate_refuses_bad_input_in_one_line(tmp_path, capsys, args, fragment):
+    from specwise.cli import main
+
+    files = {"{old}": {"version": 1}, "{foreign}": {"version": 2, "machine": {"cpu": "elsewhere", "cores": 1, "kernel_build": "x"}}}
+    subs = {"{missing}": str(tmp_path / "none.json")}
+    for name, data in files.items():
+        (tmp_path / f"{name[1:-1]}.json").write_text(json.dumps(data))
+        subs[name] = str(tmp_path / f"{name[1:-1]}.json")
+    code = main(["simulate", *[subs.get(a, a) for a in args], "--output", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and fragment in err, err
