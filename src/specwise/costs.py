@@ -27,19 +27,22 @@ CONTEXT = 256
 def _profile(model: LlamaModel, rows: list[int], repeats: int = 5) -> list[float]:
     cache = KVCache(model.config, 1, CONTEXT + max(rows))
     model.forward(torch.arange(CONTEXT), torch.arange(CONTEXT), torch.zeros(CONTEXT, dtype=torch.long), cache)
-    out = []
-    for m in rows:
-        times = []
-        for _ in range(repeats):
+    for m in rows:  # untimed: the first forwards after a long prefill run slow, and would skew the small row counts
+        model.forward(torch.zeros(m, dtype=torch.long), torch.arange(CONTEXT, CONTEXT + m), torch.zeros(m, dtype=torch.long), cache)
+    # Rounds over all row counts, and the fastest of each: a transient slowdown (another
+    # process, an OpenMP team still spinning) then neither hits one range of rows nor
+    # sets the estimate.
+    best = [float("inf")] * len(rows)
+    for _ in range(repeats):
+        for i, m in enumerate(rows):
             start = time.perf_counter()
             model.forward(torch.zeros(m, dtype=torch.long), torch.arange(CONTEXT, CONTEXT + m), torch.zeros(m, dtype=torch.long), cache)
-            times.append(time.perf_counter() - start)
-        out.append(sorted(times)[repeats // 2])
-    return out
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def _path(model_key: str) -> Path:
-    key = hashlib.sha256(f"{model_key}:{native.build_id()}:{os.cpu_count()}:{torch.get_num_threads()}:{list(PROFILE_ROWS)}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"v3:{model_key}:{native.build_id()}:{os.cpu_count()}:{torch.get_num_threads()}:{list(PROFILE_ROWS)}".encode()).hexdigest()[:16]
     return cache_dir() / "costs" / f"{key}.json"
 
 
