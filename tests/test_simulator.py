@@ -72,6 +72,15 @@ def test_a_calibration_from_elsewhere_is_refused_unless_forced(tmp_path):
     with pytest.raises(SpecwiseError, match="--force"):
         Calibration.load(path)
     assert Calibration.load(path, force=True).requests
+    from specwise.mapper.calibration import machine
+    from specwise.models import native
+
+    data["machine"] = {"cpu": machine()["cpu"], "cores": machine()["cores"], "kernel_build": native.build_id()}
+    data["model"] = {"name": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    path.write_text(json.dumps(data))
+    assert Calibration.load(path, model="/models/SmolLM2-135M-Instruct.Q4_1.gguf").requests
+    with pytest.raises(SpecwiseError, match="not 'other.gguf'"):
+        Calibration.load(path, model="other.gguf")
     path.write_text("{}")
     with pytest.raises(SpecwiseError, match="version 2"):
         Calibration.load(path)
