@@ -39,6 +39,8 @@ def print_summary(report: dict[str, object], directory: Path, console: Console |
         console.print(f"  overall: [bold]{rec['overall']['config']}[/bold] - {rec['overall']['reason']}")  # type: ignore[index]
         for segment, r in rec["segments"].items():  # type: ignore[index, union-attr]
             console.print(f"  {segment}: {r['config']} - {r['reason']}")
+        if all(row.get("repeats", 1) == 1 for row in report["measured"]):  # type: ignore[union-attr]
+            console.print("  (one repeat: single runs drift by 10-30% on a busy machine; --repeats 3 gives medians and their spread)")
     else:
         console.print(f"No recommendation: {report.get('recommendation_missing')}")
     console.print(f"Report: {directory / 'report.html'} (figures in {directory / 'report.json'}, calibration in {directory / 'calibration.json'})")
