@@ -264,3 +264,12 @@ def test_simulate_refuses_bad_input_in_one_line(tmp_path, capsys, args, fragment
     code = main(["simulate", *[subs.get(a, a) for a in args], "--output", str(tmp_path / "s.json")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and fragment in err, err
+
+
+def test_map_refuses_an_output_that_is_a_file(tmp_path, capsys):
+    from specwise.cli import main
+
+    (tmp_path / "taken").write_text("")
+    code = main(["map", "--output", str(tmp_path / "taken"), "--model", str(tmp_path / "never.gguf")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a file" in err and err.count("\n") == 1, err

@@ -383,8 +383,6 @@ def _map(args: argparse.Namespace) -> int:
 
     if args.expected_concurrency is not None and args.expected_rate is not None:
         raise SpecwiseError("give --expected-concurrency or --expected-rate, not both")
-    if args.output.exists() and not args.output.is_dir():
-        raise SpecwiseError(f"--output {args.output} is a file; give a directory")
     items = load_workload(args.workload) if args.workload is not None else builtin_workload()
     configs = parse_configs(args.configs, args.drafter, args.num_speculative_tokens)
     loads = parse_loads(args.concurrency if args.concurrency or args.rate else "1,4,16", args.rate, args.burstiness)
@@ -394,6 +392,12 @@ def _map(args: argparse.Namespace) -> int:
             raise SpecwiseError(f"--expected-rate must be > 0, got {args.expected_rate}")
         expected = Load(rate=args.expected_rate, burstiness=args.burstiness)
     plan = Plan(items, str(args.workload) if args.workload else "built-in", configs, loads, args.repeats, args.max_tokens, parse_slo(args.slo), expected, args.seed)
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SpecwiseError(f"--output {args.output} is a file; give a directory") from None
+    except OSError as exc:
+        raise SpecwiseError(f"cannot make --output {args.output}: {exc.strerror}") from None
     console = Console(stderr=True)
     target = _map_target(args, console)
     if args.endpoint is not None:

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from specwise.api import MAX_SPECULATIVE_TOKENS
 from specwise.errors import SpecwiseError
 from specwise.mapper.arrivals import arrival_times
 from specwise.mapper.measures import SLO, rows
@@ -29,7 +30,6 @@ from specwise.sampling import SamplingParams
 from specwise.scheduler import Scheduler, SchedulerConfig
 from specwise.sequence import Sequence
 
-MAX_K = 32
 
 
 @dataclass(slots=True)
@@ -241,9 +241,9 @@ def _policy(cal: Calibration, config: MapConfig) -> Policy | None:
     if not config.speculates:
         return None
     if config.policy == "fixed":
-        return FixedPolicy(MAX_K)
+        return FixedPolicy(MAX_SPECULATIVE_TOKENS)
     profile = cal.profile
-    return AdaptivePolicy(CostModel(list(profile["rows"]), list(profile["seconds"])), max_k=MAX_K)  # type: ignore[index]
+    return AdaptivePolicy(CostModel(list(profile["rows"]), list(profile["seconds"])), max_k=MAX_SPECULATIVE_TOKENS)  # type: ignore[index]
 
 
 def simulate_run(cal: Calibration, config: MapConfig, load: Load, seed: int, *, max_num_seqs: int = 16, repeat: int = 0) -> Run:

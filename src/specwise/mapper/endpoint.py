@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from specwise.errors import SpecwiseError
 from specwise.mapper.arrivals import arrival_times
-from specwise.mapper.records import Acceptance, Load, MapConfig, Record, Run, WorkItem
+from specwise.mapper.records import Acceptance, Load, MapConfig, Record, Run, WorkItem, first_turn
 from specwise.structured.constraint import Constraint
 
 KINDS = ("specwise", "vllm", "sglang", "llamacpp")
@@ -353,7 +353,7 @@ def _body(server: _Server, item: WorkItem, config: MapConfig, max_tokens: int) -
     if request.messages is not None:
         messages = request.messages
     else:  # a prompt, or the first of several turns (an endpoint is sent no more)
-        text = request.prompt if request.prompt is not None else request.turns[0]  # type: ignore[index]
+        text = first_turn(request).prompt
         messages = [{"role": "user", "content": text}]
     body: dict[str, object] = {
         "model": server.model, "messages": messages, "stream": True, "stream_options": {"include_usage": True},

@@ -15,17 +15,9 @@ from collections.abc import Callable, Sequence
 
 from specwise.api import LLM, Result, SpeculativeConfig
 from specwise.mapper.arrivals import arrival_times
-from specwise.mapper.records import Load, MapConfig, Record, Run, WorkItem
-from specwise.prompts import Request
+from specwise.mapper.records import Load, MapConfig, Record, Run, WorkItem, first_turn
 from specwise.sampling import SamplingParams
 from specwise.scheduler import StepSample
-
-
-def first_turn(request: Request) -> Request:
-    """What a map sends of a request: its first user turn (an endpoint sees no more)."""
-    if request.turns is None:
-        return request
-    return Request(id=request.id, prompt=request.turns[0], segment=request.segment, constraint=request.constraint)
 
 
 def spec_of(config: MapConfig) -> SpeculativeConfig | None:

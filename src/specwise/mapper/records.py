@@ -26,6 +26,13 @@ class WorkItem:
         return self.request.segment or "default"
 
 
+def first_turn(request: Request) -> Request:
+    """What a map sends of a request: its first user turn (an endpoint sees no more)."""
+    if request.turns is None:
+        return request
+    return Request(id=request.id, prompt=request.turns[0], segment=request.segment, constraint=request.constraint)
+
+
 @dataclass(slots=True, frozen=True)
 class Load:
     """Closed loop (``concurrency`` requests in flight) or open loop (Poisson or gamma

@@ -102,9 +102,9 @@ def report(target: Target, plan: Plan, runs: Sequence[Run], stopped: str | None,
         out["simulated"] = [{**row, "simulated": True} for row in measures.rows(simulated, plan.slo)]
     try:
         out["recommendation"], out["crossover"] = recommend(complete, plan.expected, simulated)
-    except (SpecwiseError, ValueError, StopIteration) as exc:  # too little measured to compare
+    except SpecwiseError as exc:  # too little measured to compare
         out["recommendation"], out["crossover"] = None, {}
-        out["recommendation_missing"] = str(exc) if isinstance(exc, SpecwiseError) else "no complete run of plain and a speculative config"
+        out["recommendation_missing"] = str(exc)
     return out
 
 
