@@ -35,7 +35,7 @@ def draft_dir(tmp_path_factory, llm):
     from specwise.train.draft_model import save_hf_dir
     from dataclasses import replace
 
-    weights = load_checkpoint(llm.source).weights
+    weights = load_checkpoint(llm.source, weights="fp32").weights
     last = llm.config.num_layers - 1
     kept = {"model.embed_tokens.weight": weights["model.embed_tokens.weight"], "model.norm.weight": weights["model.norm.weight"]}
     for new, old in enumerate((0, last)):

@@ -12,15 +12,19 @@ pytestmark = pytest.mark.slow
 
 
 def test_hf_directory_matches_gguf(llm, tmp_path):
+    """Written from the GGUF's fp32 dequantization, it runs bit-identical to that; with
+    --quantize q8_0 it runs quantized and gives the quantized GGUF's greedy tokens."""
     from safetensors.torch import save_file
 
     from specwise import LLM
     from specwise.kv_cache import KVCache
     from specwise.models.default import default_model_path
+    from specwise import Request, SamplingParams, SpeculativeConfig
+    from specwise.models.llama import LlamaModel
     from specwise.models.loader import _gguf_tokenizer_file, load_checkpoint
 
     gguf = default_model_path()
-    ckpt = load_checkpoint(gguf)
+    ckpt = load_checkpoint(gguf, weights="fp32")
     c = ckpt.config
     save_file({k: v.contiguous() for k, v in ckpt.weights.items()}, str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text(json.dumps({
@@ -43,4 +47,10 @@ def test_hf_directory_matches_gguf(llm, tmp_path):
     assert ids == llm.encode_messages(messages, chat=True)
     n = len(ids)
     rows = (torch.tensor(ids), torch.arange(n), torch.zeros(n, dtype=torch.long))
-    assert torch.equal(hf.model.forward(*rows, KVCache(c, 1, 512)), llm.model.forward(*rows, KVCache(c, 1, 512)))
+    fp32 = LlamaModel(c, ckpt.weights)
+    assert torch.equal(hf.model.forward(*rows, KVCache(c, 1, 512)), fp32.forward(*rows, KVCache(c, 1, 512)))
+
+    q8 = LLM(tmp_path, max_model_len=512, quantize="q8_0")
+    assert q8.weight_format == "q8_0" and q8.model.layers[0].qkv.kind == "q8_0"
+    request, params, plain = [Request(id="a", messages=messages)], SamplingParams(max_tokens=32, ignore_eos=True), SpeculativeConfig("none")
+    assert q8.generate(request, params, plain)[0].token_ids == llm.generate(request, params, plain)[0].token_ids

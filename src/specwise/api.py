@@ -106,19 +106,30 @@ class LLM:
     serves every request made of it (``generate`` here, the HTTP server, the mapper)."""
 
     def __init__(
-        self, model: str | Path | None = None, *, max_model_len: int = 2048, max_batched_tokens: int = 256, max_num_seqs: int = 1
+        self,
+        model: str | Path | None = None,
+        *,
+        max_model_len: int = 2048,
+        max_batched_tokens: int = 256,
+        max_num_seqs: int = 1,
+        weights: str = "auto",
+        quantize: str | None = None,
     ) -> None:
         """``max_batched_tokens``: rows per step before drafts (decoding sequences plus
         prompt chunks); raised to concurrency + 1 where it is smaller. ``max_num_seqs``:
-        KV cache slots to allocate now (``generate`` grows them on demand)."""
+        KV cache slots to allocate now (``generate`` grows them on demand). ``weights``:
+        auto runs a GGUF's quantized matrices as stored, fp32 dequantizes them;
+        ``quantize`` (q8_0, q4_0, q4_1) quantizes what is still fp32 at load."""
         if max_model_len < 2:
             raise SpecwiseError(f"max_model_len must be >= 2, got {max_model_len}")
         if max_batched_tokens < 2:
             raise SpecwiseError(f"max_batched_tokens must be >= 2, got {max_batched_tokens}")
         if max_num_seqs < 1:
             raise SpecwiseError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
-        ckpt = in_passing_thread(lambda: load_checkpoint(model if model is not None else default_model_path()))
+        ckpt = in_passing_thread(lambda: load_checkpoint(model if model is not None else default_model_path(), weights, quantize))
         self.source = ckpt.source
+        self.weight_format = ckpt.weight_format
+        """What the matrices run as ("fp32", "q4_1+q8_0"...)."""
         self.config = ckpt.config
         self.tokenizer = ckpt.tokenizer
         self.model = in_passing_thread(lambda: LlamaModel.from_checkpoint(ckpt))
@@ -132,6 +143,12 @@ class LLM:
         self._drafters: dict[tuple[str, int, int, int, bool], Drafter] = {}
         self._policies: dict[str, Policy] = {}
         self._generating = threading.Lock()
+
+    @property
+    def model_key(self) -> str:
+        """Names the model and its weight format: step costs and drafter calibrations
+        are measured per key, since quantized rows cost differently."""
+        return f"{self.source}:{self.weight_format}"
 
     @property
     def cache(self) -> KVCache:
@@ -174,7 +191,7 @@ class LLM:
             return FixedPolicy(0)
         if spec.policy == "fixed":
             return FixedPolicy(MAX_SPECULATIVE_TOKENS)
-        costs = in_passing_thread(lambda: step_cost_model(self.model, str(self.source)))  # may profile the model
+        costs = in_passing_thread(lambda: step_cost_model(self.model, self.model_key))  # may profile the model
         return AdaptivePolicy(costs, max_k=MAX_SPECULATIVE_TOKENS)
 
     def policy(self, spec: SpeculativeConfig) -> Policy | None:

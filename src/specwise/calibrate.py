@@ -30,7 +30,7 @@ MAX_TOKENS = 64
 
 
 def _cache_file(llm: LLM, spec: SpeculativeConfig) -> os.PathLike[str]:
-    key = f"{llm.source}:{native.build_id()}:{os.cpu_count()}:{torch.get_num_threads()}:{spec.num_speculative_tokens}:{spec.draft_vocab}"
+    key = f"{llm.model_key}:{native.build_id()}:{os.cpu_count()}:{torch.get_num_threads()}:{spec.num_speculative_tokens}:{spec.draft_vocab}"
     return cache_dir() / "calibration" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from specwise.errors import SpecwiseError
+from specwise.weight_args import add_weight_arguments, weight_options
 
 if TYPE_CHECKING:
     from specwise.api import LLM, Result, SpeculativeConfig
@@ -46,6 +47,7 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--prompts", type=Path, help="JSONL file: id and one of prompt, messages, turns a line; optional segment")
     common.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
+    add_weight_arguments(common)
     common.add_argument(
         "--drafter", default="ngram",
         help="none | ngram | draft:PATH | layerskip[:LAYERS] | eagle[:PATH] | auto | grammar, or a chain such as ngram+eagle (default: ngram; constrained requests put grammar first)",
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=_port, default=8000)
     srv.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
+    add_weight_arguments(srv)
     srv.add_argument("--drafter", default="ngram", help="drafters to load, comma-separated (ngram,eagle); the first serves requests that name none; none = plain only")
     srv.add_argument("--policy", choices=["adaptive", "fixed"], default="adaptive")
     srv.add_argument("--num-speculative-tokens", "-k", type=int, default=4, help="K for requests that do not set it (default 4)")
@@ -138,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--served-model", help="model name to send to the endpoint (default: its first model)")
     mp.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="bearer token for the endpoint (default: $OPENAI_API_KEY)")
     mp.add_argument("--model", help="in-process: GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
+    add_weight_arguments(mp)
     mp.add_argument("--max-model-len", type=_positive_int, default=2048)
     mp.add_argument("--max-batched-tokens", type=_positive_int, default=256)
     mp.add_argument("--max-num-seqs", type=_positive_int, default=16, help="in-process slots for open-loop runs (default 16)")
@@ -168,8 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--moe-top-k", type=int, default=2, help="experts per token (default 2)")
     pl.add_argument("--moe-share", type=float, default=0.66, help="share of a token's weight bytes in its experts (default 0.66)")
     pl.add_argument("--model", help="the model whose measured profile to use (default: the shipped SmolLM2-135M-Instruct)")
+    add_weight_arguments(pl)
     cal = sub.add_parser("calibrate", help="measure drafters here and cache the best (used by layerskip and auto)")
     cal.add_argument("--model", help="GGUF file or Hugging Face directory (default: the shipped SmolLM2-135M-Instruct)")
+    add_weight_arguments(cal)
     cal.add_argument("--num-speculative-tokens", "-k", type=int, default=4)
     cal.add_argument("--draft-vocab", type=int, default=0)
     return parser
@@ -263,7 +269,7 @@ def _generate(args: argparse.Namespace) -> int:
         requests, args.compare = DEMO_PROMPTS, True
     _check_output(args.output)
 
-    llm = LLM(args.model, max_model_len=args.max_model_len, max_batched_tokens=args.max_batched_tokens)
+    llm = LLM(args.model, max_model_len=args.max_model_len, max_batched_tokens=args.max_batched_tokens, **weight_options(args))
     if args.compare:
         plain, results = _compare(llm, requests, params, spec, args.chat, args.concurrency)
         print_comparison(plain, results, spec)
@@ -324,7 +330,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise SpecwiseError("bench needs --prompts FILE.jsonl")
     _check_output(args.output)
     requests = load_prompts(args.prompts)[: args.limit]
-    llm = LLM(args.model, max_model_len=args.max_model_len, max_batched_tokens=args.max_batched_tokens)
+    llm = LLM(args.model, max_model_len=args.max_model_len, max_batched_tokens=args.max_batched_tokens, **weight_options(args))
     with Progress(console=Console(stderr=True)) as progress:
         task = progress.add_task("sweep", total=len(policies) * len(args.concurrency))
 
@@ -346,7 +352,7 @@ def _train_draft(args: argparse.Namespace) -> int:
 
     _check_output(args.output)
     layers = parse_layers(args.layers)
-    llm = LLM(args.model, max_model_len=1024)
+    llm = LLM(args.model, max_model_len=1024, **weight_options(args))
     samples = training_samples(llm, args.prompts_n, args.max_tokens, args.seed)
     if args.kind == "eagle":
         make_eagle(llm, samples, args.output, args.epochs, args.seed)
@@ -361,7 +367,7 @@ def _serve(args: argparse.Namespace) -> int:
     from specwise.server.run import serve
 
     config = ServeConfig(
-        model=args.model, drafters=tuple(d.strip() for d in args.drafter.split(",") if d.strip()), policy=args.policy,
+        model=args.model, **weight_options(args), drafters=tuple(d.strip() for d in args.drafter.split(",") if d.strip()), policy=args.policy,
         num_speculative_tokens=args.num_speculative_tokens, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
         max_batched_tokens=args.max_batched_tokens, max_queue=args.max_queue, api_key=args.api_key,
         served_model_name=args.served_model_name, ngram_min=args.ngram_min, ngram_max=args.ngram_max, draft_vocab=args.draft_vocab,
@@ -445,7 +451,7 @@ def _map_target(args: argparse.Namespace, console):
         if args.baseline_endpoint:
             raise SpecwiseError("--baseline-endpoint needs --endpoint")
         with console.status("loading the model"):
-            llm = LLM(args.model, max_model_len=args.max_model_len, max_batched_tokens=args.max_batched_tokens)
+            llm = LLM(args.model, max_model_len=args.max_model_len, max_batched_tokens=args.max_batched_tokens, **weight_options(args))
         return EngineTarget(llm, max_num_seqs=args.max_num_seqs)
     from specwise.mapper.endpoint import EndpointTarget
 
@@ -458,7 +464,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from specwise.api import LLM, SpeculativeConfig
     from specwise.calibrate import auto_candidates, measure, store_auto
 
-    llm = LLM(args.model, max_model_len=1024)
+    llm = LLM(args.model, max_model_len=1024, **weight_options(args))
     spec = SpeculativeConfig("auto", args.num_speculative_tokens, draft_vocab=args.draft_vocab)
     results = measure(llm, spec, auto_candidates(llm, spec))
     for name, row in results.items():

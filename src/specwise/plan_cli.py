@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from specwise.errors import SpecwiseError
+from specwise.weight_args import weight_options
 from specwise.planner import MoE, StepCost, best_k, break_even, crossover, expected_tokens, linear_cost, speedup
 
 
@@ -47,24 +48,12 @@ def _profile(args: argparse.Namespace) -> tuple[StepCost, str]:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise SpecwiseError(f"{args.calibration} is not a calibration with a step-cost profile (written by specwise map in-process)") from None
         return linear_cost(dict(zip(profile["rows"], profile["seconds"]))), f"the profile in {args.calibration}"
-    from specwise.costs import cached_step_costs
-    from specwise.models.default import default_model_path
+    from specwise.api import LLM
+    from specwise.costs import step_cost_model
 
-    key = str(Path(args.model) if args.model else default_model_path())
-    costs = cached_step_costs(key)
-    if costs is None:  # measured here once, a few seconds, then cached
-        from specwise.api import LLM
-
-        LLM(args.model, max_model_len=512).make_policy(_adaptive())
-        costs = cached_step_costs(key)
-    assert costs is not None
+    llm = LLM(args.model, max_model_len=512, **weight_options(args))
+    costs = step_cost_model(llm.model, llm.model_key)  # measured here once, a few seconds, then cached
     return linear_cost(dict(zip(costs.rows, costs.seconds))), "the step-cost profile measured on this machine"
-
-
-def _adaptive():
-    from specwise.api import SpeculativeConfig
-
-    return SpeculativeConfig("ngram", 4, policy="adaptive")
 
 
 def plan(args: argparse.Namespace) -> int:

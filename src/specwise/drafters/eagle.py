@@ -22,7 +22,7 @@ from specwise.drafters.autoregressive import AutoregressiveDrafter, trimmed_head
 from specwise.errors import SpecwiseError
 from specwise.kv_cache import KVCache
 from specwise.models import native
-from specwise.models.llama import Layer, LlamaModel, run_layer
+from specwise.models.llama import Layer, LlamaModel, run_layers
 from specwise.sequence import Sequence
 
 FORMAT = "specwise-eagle/1"
@@ -103,8 +103,8 @@ class EagleDrafter(AutoregressiveDrafter):
         self, seqs: Seq[Sequence], feats: torch.Tensor, tokens: list[int], positions: list[int], slots: list[int], rows: torch.Tensor | None
     ) -> torch.Tensor:
         x = torch.cat([feats, self.target.embed(torch.tensor(tokens))], dim=1).contiguous()
-        x = native.linear(x, self.fc, self.config.hidden_size)
-        run_layer(self.config, self.layer, x, torch.tensor(positions), torch.tensor(slots), self.cache, 0, self.target.rope)
+        x = native.linear(x, self.fc)
+        run_layers(self.config, [self.layer], x, torch.tensor(positions), torch.tensor(slots), self.cache, [0], self.target.rope)
         if rows is not None:
             x = x[rows].contiguous()
         for seq, guess in zip(seqs, x):

@@ -78,11 +78,11 @@ def calibration(target: object, runs: Sequence[Run], items: Sequence[WorkItem], 
         from specwise.models import native
         from specwise.threads import in_passing_thread
 
-        profile = in_passing_thread(lambda: step_cost_model(llm.model, str(llm.source)))
+        profile = in_passing_thread(lambda: step_cost_model(llm.model, llm.model_key))
         steps = getattr(target, "steps", [])
         if len(steps) > MAX_STEPS:  # an even sample keeps the shape of the run
             steps = [steps[i] for i in np.linspace(0, len(steps) - 1, MAX_STEPS).astype(int)]
-        out["model"] = {"name": llm.source.name, "path": str(llm.source), "size_bytes": llm.source.stat().st_size, "config": asdict(llm.config)}
+        out["model"] = {"name": llm.source.name, "path": str(llm.source), "size_bytes": llm.source.stat().st_size, "weights": llm.weight_format, "config": asdict(llm.config)}
         out["machine"]["kernel_build"] = native.build_id()  # type: ignore[index]
         out["scheduler"] = {"max_batched_tokens": llm.max_batched_tokens, "max_model_len": llm.max_model_len}
         out["step_cost_profile"] = {"rows": list(profile.rows), "seconds": list(profile.seconds)}

@@ -19,6 +19,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
@@ -150,14 +153,15 @@ static void linear_block(const float *x, int64_t ldx, const float *w, int64_t K,
 
 /* x: [M, K] (row stride ldx), w: packed [N/NR][K][NR], y: [M, N] (row stride ldy).
  * N must be a multiple of NR (the packer pads). Threads split the panels;
- * the split never changes any element's arithmetic. */
-void sw_linear(const float *x, int64_t M, int64_t ldx, const float *w, int64_t K, int64_t N,
-               float *y, int64_t ldy) {
+ * the split never changes any element's arithmetic. The *_work functions share
+ * their loops among the threads of an enclosing parallel region (serial outside one). */
+static void linear_work(const float *x, int64_t M, int64_t ldx, const float *w, int64_t K, int64_t N,
+                        float *y, int64_t ldy) {
     int64_t panels = N / NR;
     /* Groups of 4 panels keep the M=1 kernel's 8 accumulators busy; rows are
      * processed in tiles of 60 so a panel group stays in L1/L2 across tiles. */
     int64_t groups = (panels + 3) / 4;
-#pragma omp parallel for schedule(static)
+#pragma omp for schedule(static)
     for (int64_t g = 0; g < groups; g++) {
         int64_t p0 = g * 4, np = panels - p0 < 4 ? panels - p0 : 4;
         for (int64_t m0 = 0; m0 < M; m0 += 60) {
@@ -167,31 +171,288 @@ void sw_linear(const float *x, int64_t M, int64_t ldx, const float *w, int64_t K
     }
 }
 
+void sw_linear(const float *x, int64_t M, int64_t ldx, const float *w, int64_t K, int64_t N,
+               float *y, int64_t ldy) {
+#pragma omp parallel
+    linear_work(x, M, ldx, w, K, N, y, ldy);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Quantized linear: W kept in GGUF's block formats (32 weights along K per  */
+/* block), repacked by panel so one block of a panel dequantizes to 32 rows  */
+/* of 16 floats: the layout the fp32 micro-kernels read.                     */
+/*                                                                          */
+/*   panel p, block b:  d[16] fp32 scales, (Q4_1) m[16] fp32 minimums,       */
+/*                      32 k-rows of quants: Q8_0 16 int8; Q4_* 8 bytes, byte */
+/*                      j = column j (low nibble) | column j + 8 (high).      */
+/*   w = d * q (Q8_0), d * (q - 8) (Q4_0), d * q + m (Q4_1).                  */
+/*                                                                          */
+/* d * q is exact in fp32 (11-bit scale times an 8-bit integer), so each     */
+/* weight equals gguf's own dequantization bit for bit, and every output     */
+/* element runs the fp32 kernel's fma sequence over the same values: the     */
+/* quantized and fp32 paths give identical logits, alone or batched.         */
+/* Each call dequantizes a panel group once and reuses it for every row.     */
+/* ------------------------------------------------------------------------ */
+#define QK 32
+#define QPREFETCH 4 /* blocks ahead to prefetch */
+enum { Q8_0 = 0, Q4_0 = 1, Q4_1 = 2 };
+
+typedef uint8_t v8u8 __attribute__((vector_size(8)));
+typedef int8_t v8s8 __attribute__((vector_size(8)));
+
+/* 8 bytes -> 8 int32 lanes (one vpmovzxbd / vpmovsxbd: GCC's generic
+ * conversion of byte vectors goes through scalar registers). */
+static inline v8i v8i_from_u8(const uint8_t *p) {
+#ifdef __AVX2__
+    return (v8i)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+#else
+    v8u8 b;
+    memcpy(&b, p, 8);
+    return __builtin_convertvector(b, v8i);
+#endif
+}
+
+static inline v8i v8i_from_s8(const uint8_t *p) {
+#ifdef __AVX2__
+    return (v8i)_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
+#else
+    v8s8 b;
+    memcpy(&b, p, 8);
+    return __builtin_convertvector(b, v8i);
+#endif
+}
+
+static inline int64_t qblock_bytes(int qtype) {
+    return qtype == Q8_0 ? 64 + QK * 16 : qtype == Q4_0 ? 64 + QK * 8 : 128 + QK * 8;
+}
+
+/* One block of one panel -> out[QK][NR] (row stride NR): gguf's dequantization. */
+static inline void dequant_block(const uint8_t *blk, int qtype, float *out) {
+    v8 d0 = v8_load((const float *)blk), d1 = v8_load((const float *)blk + 8);
+    if (qtype == Q8_0) {
+        const uint8_t *q = blk + 64;
+        for (int k = 0; k < QK; k++, q += 16) {
+            v8_store(out + k * NR, __builtin_convertvector(v8i_from_s8(q), v8) * d0);
+            v8_store(out + k * NR + 8, __builtin_convertvector(v8i_from_s8(q + 8), v8) * d1);
+        }
+        return;
+    }
+    v8 m0, m1;
+    if (qtype == Q4_1) {
+        m0 = v8_load((const float *)blk + 16);
+        m1 = v8_load((const float *)blk + 24);
+    } else { /* d * (q - 8) = d * q + (-8 d), and -8 d is exact */
+        m0 = d0 * v8_splat(-8.0f);
+        m1 = d1 * v8_splat(-8.0f);
+    }
+    const uint8_t *q = blk + (qtype == Q4_1 ? 128 : 64);
+    for (int k = 0; k < QK; k++, q += 8) {
+        v8i v = v8i_from_u8(q);
+        v8 lo = __builtin_convertvector(v & 15, v8), hi = __builtin_convertvector(v >> 4, v8);
+        v8_store(out + k * NR, lo * d0 + m0);
+        v8_store(out + k * NR + 8, hi * d1 + m1);
+    }
+}
+
+/* The 16 quants of k-row `k` of a block, as floats (Q4_0 unshifted: the -8 is
+ * folded into the block's minimum). */
+static inline void quant_row(const uint8_t *q, int qtype, int k, v8 *lo, v8 *hi) {
+    if (qtype == Q8_0) {
+        *lo = __builtin_convertvector(v8i_from_s8(q + k * 16), v8);
+        *hi = __builtin_convertvector(v8i_from_s8(q + k * 16 + 8), v8);
+    } else {
+        v8i v = v8i_from_u8(q + k * 8);
+        *lo = __builtin_convertvector(v & 15, v8);
+        *hi = __builtin_convertvector(v >> 4, v8);
+    }
+}
+
+/* MR rows x NP panels straight from the blocks. Per output element and block b:
+ *   t = sum_k fma(x[k], q[k], t) from 0 over the block's 32 k in order,
+ *   y = fma(d, t, y), then (Q4_*) y = fma(m, sx[b], y), sx[b] = the row's sum over the block,
+ * for b = 0.. in order from y = 0: one sequence whatever MR, NP or the rows beside it.
+ * The quants of a k-row are converted once and used by all MR rows. */
+#define DEFINE_QUKERNEL(QT, MR, NP)                                                               \
+    static void qukernel_##QT##_##MR##_##NP(const float *x, int64_t ldx, const float *sx,         \
+                                            int64_t ldsx, const uint8_t *w, int64_t K, float *y,  \
+                                            int64_t ldy) {                                         \
+        const int qtype = QT; /* a constant: each format gets its own unrolled code */            \
+        int64_t nb = K / QK, bb = qblock_bytes(qtype), qoff = qtype == Q4_1 ? 128 : 64;          \
+        v8 yacc[MR][NP][2];                                                                       \
+        for (int m = 0; m < MR; m++)                                                              \
+            for (int p = 0; p < NP; p++) yacc[m][p][0] = yacc[m][p][1] = v8_splat(0);             \
+        for (int64_t b = 0; b < nb; b++) {                                                        \
+            v8 t[MR][NP][2];                                                                      \
+            for (int m = 0; m < MR; m++)                                                          \
+                for (int p = 0; p < NP; p++) t[m][p][0] = t[m][p][1] = v8_splat(0);               \
+            const uint8_t *blk[NP];                                                               \
+            for (int p = 0; p < NP; p++) {                                                        \
+                blk[p] = w + (p * nb + b) * bb;                                                   \
+                for (int64_t c = 0; c < bb; c += 64) __builtin_prefetch(blk[p] + QPREFETCH * bb + c); \
+            }                                                                                     \
+            for (int k = 0; k < QK; k++) {                                                        \
+                v8 lo[NP], hi[NP];                                                                \
+                for (int p = 0; p < NP; p++) quant_row(blk[p] + qoff, qtype, k, &lo[p], &hi[p]);  \
+                for (int m = 0; m < MR; m++) {                                                    \
+                    v8 xb = v8_splat(x[m * ldx + b * QK + k]);                                    \
+                    for (int p = 0; p < NP; p++) {                                                \
+                        t[m][p][0] += xb * lo[p];                                                 \
+                        t[m][p][1] += xb * hi[p];                                                 \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+            for (int p = 0; p < NP; p++) {                                                        \
+                const float *s = (const float *)blk[p];                                           \
+                v8 d0 = v8_load(s), d1 = v8_load(s + 8);                                          \
+                for (int m = 0; m < MR; m++) {                                                    \
+                    yacc[m][p][0] += d0 * t[m][p][0];                                             \
+                    yacc[m][p][1] += d1 * t[m][p][1];                                             \
+                }                                                                                 \
+                if (qtype != Q8_0) {                                                              \
+                    v8 m0, m1;                                                                    \
+                    if (qtype == Q4_1) m0 = v8_load(s + 16), m1 = v8_load(s + 24);                \
+                    else m0 = d0 * v8_splat(-8.0f), m1 = d1 * v8_splat(-8.0f);                    \
+                    for (int m = 0; m < MR; m++) {                                                \
+                        v8 sb = v8_splat(sx[m * ldsx + b]);                                       \
+                        yacc[m][p][0] += m0 * sb;                                                 \
+                        yacc[m][p][1] += m1 * sb;                                                 \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int m = 0; m < MR; m++)                                                              \
+            for (int p = 0; p < NP; p++) {                                                        \
+                v8_store(y + m * ldy + p * NR, yacc[m][p][0]);                                    \
+                v8_store(y + m * ldy + p * NR + 8, yacc[m][p][1]);                                \
+            }                                                                                     \
+    }
+
+#define DEFINE_QUKERNELS(QT)                                                                      \
+    DEFINE_QUKERNEL(QT, 1, 4)                                                                     \
+    DEFINE_QUKERNEL(QT, 2, 2)                                                                     \
+    DEFINE_QUKERNEL(QT, 1, 1)                                                                     \
+    DEFINE_QUKERNEL(QT, 2, 1)                                                                     \
+    DEFINE_QUKERNEL(QT, 3, 1)                                                                     \
+    DEFINE_QUKERNEL(QT, 4, 1)                                                                     \
+    DEFINE_QUKERNEL(QT, 5, 1)                                                                     \
+    DEFINE_QUKERNEL(QT, 6, 1)
+DEFINE_QUKERNELS(Q8_0)
+DEFINE_QUKERNELS(Q4_0)
+DEFINE_QUKERNELS(Q4_1)
+
+typedef void (*qukernel_fn)(const float *, int64_t, const float *, int64_t, const uint8_t *,
+                            int64_t, float *, int64_t);
+/* [format][shape]: shapes 1..6 are MR rows x 1 panel, 7 is 1 x 4, 8 is 2 x 2. */
+#define QUKERNEL_ROW(QT)                                                                          \
+    {0, qukernel_##QT##_1_1, qukernel_##QT##_2_1, qukernel_##QT##_3_1, qukernel_##QT##_4_1,      \
+     qukernel_##QT##_5_1, qukernel_##QT##_6_1, qukernel_##QT##_1_4, qukernel_##QT##_2_2}
+static const qukernel_fn QUKERNELS[3][9] = {QUKERNEL_ROW(Q8_0), QUKERNEL_ROW(Q4_0), QUKERNEL_ROW(Q4_1)};
+
+/* Block sums of each row (fixed order), for the minimums of Q4_0 and Q4_1. Every
+ * thread computes them all for itself: cheaper than a barrier. */
+static void block_sums(const float *x, int64_t M, int64_t ldx, int64_t K, float *sx) {
+    int64_t nb = K / QK;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = x + m * ldx + b * QK;
+            v8 acc = v8_load(xb) + v8_load(xb + 8) + (v8_load(xb + 16) + v8_load(xb + 24));
+            sx[m * nb + b] = v8_sum(acc);
+        }
+}
+
+/* As linear_work, with w the repacked blocks of N/NR panels; K a multiple of QK;
+ * sx: this thread's scratch of M * K / QK floats. Rows go in tiles of up to 6 (a verify step's
+ * K + 1 rows in one tile, so its quants are unpacked once). */
+static void qlinear_work(const float *x, int64_t M, int64_t ldx, const uint8_t *w, int qtype,
+                         int64_t K, int64_t N, float *y, int64_t ldy, float *sx) {
+    int64_t panels = N / NR, groups = (panels + 3) / 4, nb = K / QK, bb = qblock_bytes(qtype);
+    int64_t pstride = nb * bb;
+    if (qtype == Q8_0) sx = NULL;
+    else block_sums(x, M, ldx, K, sx);
+    const qukernel_fn *fn = QUKERNELS[qtype];
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < groups; g++) {
+        int64_t p0 = g * 4, np = panels - p0 < 4 ? panels - p0 : 4;
+        for (int64_t m = 0; m < M;) {
+            int64_t rows = M - m >= 6 ? 6 : M - m;
+            const float *xm = x + m * ldx, *sm = sx ? sx + m * nb : NULL;
+            float *ym = y + m * ldy;
+            int64_t p = p0;
+            if (rows == 1)
+                for (; p + 4 <= p0 + np; p += 4) fn[7](xm, ldx, sm, nb, w + p * pstride, K, ym + p * NR, ldy);
+            else if (rows == 2)
+                for (; p + 2 <= p0 + np; p += 2) fn[8](xm, ldx, sm, nb, w + p * pstride, K, ym + p * NR, ldy);
+            for (; p < p0 + np; p++) fn[rows](xm, ldx, sm, nb, w + p * pstride, K, ym + p * NR, ldy);
+            m += rows;
+        }
+    }
+}
+
+void sw_qlinear(const float *x, int64_t M, int64_t ldx, const uint8_t *w, int qtype, int64_t K,
+                int64_t N, float *y, int64_t ldy) {
+#pragma omp parallel
+    {
+        float *sx = malloc((size_t)(M * (K / QK)) * sizeof(float));
+        qlinear_work(x, M, ldx, w, qtype, K, N, y, ldy, sx);
+        free(sx);
+    }
+}
+
+/* Rows ids[i] of W (columns of the packed panels) -> out[n][K], for the embedding
+ * lookup of a tied head and for trimmed draft heads. */
+void sw_qrows(const uint8_t *w, int qtype, int64_t K, const int64_t *ids, int64_t n, float *out) {
+    int64_t nb = K / QK, bb = qblock_bytes(qtype);
+#pragma omp parallel for schedule(static) if (n > 64)
+    for (int64_t i = 0; i < n; i++) {
+        int64_t p = ids[i] / NR, j = ids[i] % NR;
+        float tile[QK * NR];
+        for (int64_t b = 0; b < nb; b++) {
+            dequant_block(w + (p * nb + b) * bb, qtype, tile);
+            for (int k = 0; k < QK; k++) out[i * K + b * QK + k] = tile[k * NR + j];
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* RMSNorm: y = x / sqrt(mean(x^2) + eps) * weight, per row.                 */
 /* ------------------------------------------------------------------------ */
-void sw_rmsnorm(const float *x, int64_t M, int64_t D, const float *weight, float eps, float *y) {
-#pragma omp parallel for schedule(static) if (M > 16)
-    for (int64_t m = 0; m < M; m++) {
-        const float *xm = x + m * D;
-        v8 acc = v8_splat(0);
-        int64_t d = 0;
-        for (; d + 8 <= D; d += 8) {
-            v8 v = v8_load(xm + d);
-            acc += v * v;
-        }
-        float ss = v8_sum(acc);
-        for (; d < D; d++) ss += xm[d] * xm[d];
-        float inv = 1.0f / sqrtf(ss / (float)D + eps);
-        for (d = 0; d < D; d++) y[m * D + d] = weight[d] * (xm[d] * inv);
+static void rmsnorm_row(const float *xm, int64_t D, const float *weight, float eps, float *ym) {
+    v8 acc = v8_splat(0);
+    int64_t d = 0;
+    for (; d + 8 <= D; d += 8) {
+        v8 v = v8_load(xm + d);
+        acc += v * v;
     }
+    float ss = v8_sum(acc);
+    for (; d < D; d++) ss += xm[d] * xm[d];
+    float inv = 1.0f / sqrtf(ss / (float)D + eps);
+    for (d = 0; d < D; d++) ym[d] = weight[d] * (xm[d] * inv);
+}
+
+static void rmsnorm_work(const float *x, int64_t M, int64_t D, const float *weight, float eps, float *y) {
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < M; m++) rmsnorm_row(x + m * D, D, weight, eps, y + m * D);
+}
+
+/* x += r (the residual branch), then y = rmsnorm(x): one pass, one barrier. */
+static void add_rmsnorm_work(float *x, const float *r, int64_t M, int64_t D, const float *weight, float eps, float *y) {
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t d = 0; d < D; d++) x[m * D + d] += r[m * D + d];
+        if (weight) rmsnorm_row(x + m * D, D, weight, eps, y + m * D);
+    }
+}
+
+void sw_rmsnorm(const float *x, int64_t M, int64_t D, const float *weight, float eps, float *y) {
+#pragma omp parallel if (M > 16)
+    rmsnorm_work(x, M, D, weight, eps, y);
 }
 
 /* ------------------------------------------------------------------------ */
 /* SwiGLU: out[m, i] = silu(gu[m, i]) * gu[m, F + i] for gu = [gate | up].   */
 /* ------------------------------------------------------------------------ */
-void sw_silu_mul(const float *gu, int64_t M, int64_t F, float *out) {
-#pragma omp parallel for schedule(static) if (M > 16)
+static void silu_mul_work(const float *gu, int64_t M, int64_t F, float *out) {
+#pragma omp for schedule(static)
     for (int64_t m = 0; m < M; m++) {
         const float *g = gu + m * 2 * F, *u = g + F;
         float *o = out + m * F;
@@ -205,6 +466,11 @@ void sw_silu_mul(const float *gu, int64_t M, int64_t F, float *out) {
         }
         for (; i < F; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
+}
+
+void sw_silu_mul(const float *gu, int64_t M, int64_t F, float *out) {
+#pragma omp parallel if (M > 16)
+    silu_mul_work(gu, M, F, out);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -412,27 +678,105 @@ static void attend_tile(const float *q, int64_t ldq, int64_t r0, int64_t r1, int
 }
 
 /* Needs H / Hkv <= MAX_GROUP and T % KB == 0 (checked when a model is loaded). */
-void sw_attention(const float *q, int64_t ldq, int64_t R, int64_t H, int64_t Hkv, int64_t D,
-                 const float *kc, const float *vc, int64_t T, const int64_t *pos,
-                 const int64_t *slot, float scale, float *out) {
-    int64_t group = H / Hkv;
-    int64_t *start = malloc((R + 1) * sizeof *start), tiles = 0;
+/* Tiles of consecutive rows of one sequence, and how the (tile, head) work splits. */
+typedef struct {
+    int64_t *start, tiles, nh, parts, items;
+} attn_plan;
+
+static attn_plan plan_attention(int64_t R, int64_t H, int64_t Hkv, const int64_t *pos, const int64_t *slot) {
+    attn_plan a = {malloc((R + 1) * sizeof(int64_t)), 0, 0, 0, 0};
     for (int64_t r = 0; r < R; r++)
-        if (!tiles || slot[r] != slot[r - 1] || pos[r] != pos[r - 1] + 1 || r - start[tiles - 1] == TILE_ROWS)
-            start[tiles++] = r;
-    start[tiles] = R;
+        if (!a.tiles || slot[r] != slot[r - 1] || pos[r] != pos[r - 1] + 1 || r - a.start[a.tiles - 1] == TILE_ROWS)
+            a.start[a.tiles++] = r;
+    a.start[a.tiles] = R;
+    int64_t group = H / Hkv;
     /* Too few (tile, group) items to keep the threads busy: give each head its own item. */
-    int64_t nh = tiles * Hkv >= 8 ? group : 1, parts = group / nh, items = tiles * Hkv * parts;
+    a.nh = a.tiles * Hkv >= 8 ? group : 1;
+    a.parts = group / a.nh;
+    a.items = a.tiles * Hkv * a.parts;
+    return a;
+}
+
+static float *attention_buffer(int64_t H, int64_t T) {
+    return malloc(sizeof(float) * TILE_ROWS * (H > MAX_GROUP ? MAX_GROUP : H) * (T + KB));
+}
+
+static void attention_work(const attn_plan *a, const float *q, int64_t ldq, int64_t H, int64_t Hkv,
+                           int64_t D, const float *kc, const float *vc, int64_t T, const int64_t *pos,
+                           const int64_t *slot, float scale, float *out, float *buf) {
+    int64_t group = H / Hkv;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < a->items; it++) {
+        int64_t tile = it / (Hkv * a->parts), g = it / a->parts % Hkv, h0 = g * group + it % a->parts * a->nh;
+        attend_tile(q, ldq, a->start[tile], a->start[tile + 1], h0, a->nh, g, Hkv, D, kc, vc, T, pos,
+                    slot[a->start[tile]], scale, out, H, buf);
+    }
+}
+
+void sw_attention(const float *q, int64_t ldq, int64_t R, int64_t H, int64_t Hkv, int64_t D,
+                  const float *kc, const float *vc, int64_t T, const int64_t *pos,
+                  const int64_t *slot, float scale, float *out) {
+    attn_plan a = plan_attention(R, H, Hkv, pos, slot);
 #pragma omp parallel
     {
-        float *buf = malloc(sizeof(float) * TILE_ROWS * nh * (T + KB));
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            int64_t tile = it / (Hkv * parts), g = it / parts % Hkv, h0 = g * group + it % parts * nh;
-            attend_tile(q, ldq, start[tile], start[tile + 1], h0, nh, g, Hkv, D, kc, vc, T, pos,
-                        slot[start[tile]], scale, out, H, buf);
-        }
+        float *buf = attention_buffer(H, T);
+        attention_work(&a, q, ldq, H, Hkv, D, kc, vc, T, pos, slot, scale, out, buf);
         free(buf);
     }
-    free(start);
+    free(a.start);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoder layers in one parallel region: a step pays one thread fork/join    */
+/* and no Python between kernels, instead of several per layer. Each kernel is */
+/* the same as when called alone, so results are bit-identical to that path.  */
+/* ------------------------------------------------------------------------ */
+typedef struct {
+    const void *w;
+    int64_t qtype; /* -1: fp32 panels */
+} sw_mat;
+
+typedef struct {
+    const float *attn_norm, *mlp_norm;
+    sw_mat qkv, o, gate_up, down;
+    float *kc, *vc;
+} sw_layer;
+
+static void mat_work(const sw_mat *m, const float *x, int64_t M, int64_t K, int64_t N, float *y, float *sx) {
+    if (m->qtype < 0) linear_work(x, M, K, m->w, K, N, y, N);
+    else qlinear_work(x, M, K, m->w, (int)m->qtype, K, N, y, N, sx);
+}
+
+/* x [R, Dm] in place through the layers; widths (H + 2 Hkv) D and 2F are multiples
+ * of NR (the caller checks), so no output needs unpadding. */
+void sw_layers(float *x, int64_t R, const sw_layer *layers, int64_t L, int64_t Dm, int64_t H,
+               int64_t Hkv, int64_t D, int64_t F, float eps, const float *cosv, const float *sinv,
+               const int64_t *pos, const int64_t *slot, int64_t T, float scale) {
+    int64_t Wqkv = (H + 2 * Hkv) * D, kmax = Dm > F ? Dm : F;
+    float *h = malloc(sizeof(float) * R * (Dm + Wqkv + H * D + 2 * F + F + Dm));
+    float *qkv = h + R * Dm, *attn = qkv + R * Wqkv, *gu = attn + R * H * D, *act = gu + R * 2 * F;
+    float *tmp = act + R * F;
+    attn_plan a = plan_attention(R, H, Hkv, pos, slot);
+#pragma omp parallel
+    {
+        float *buf = attention_buffer(H, T), *sx = malloc(sizeof(float) * R * (kmax / QK));
+        rmsnorm_work(x, R, Dm, layers[0].attn_norm, eps, h);
+        for (int64_t l = 0; l < L; l++) {
+            const sw_layer *ly = &layers[l];
+            mat_work(&ly->qkv, h, R, Dm, Wqkv, qkv, sx);
+#pragma omp single
+            sw_rope_store(qkv, R, H, Hkv, D, cosv, sinv, pos, slot, ly->kc, ly->vc, T);
+            attention_work(&a, qkv, Wqkv, H, Hkv, D, ly->kc, ly->vc, T, pos, slot, scale, attn, buf);
+            mat_work(&ly->o, attn, R, H * D, Dm, tmp, sx);
+            add_rmsnorm_work(x, tmp, R, Dm, ly->mlp_norm, eps, h);
+            mat_work(&ly->gate_up, h, R, Dm, 2 * F, gu, sx);
+            silu_mul_work(gu, R, F, act);
+            mat_work(&ly->down, act, R, F, Dm, tmp, sx);
+            add_rmsnorm_work(x, tmp, R, Dm, l + 1 < L ? layers[l + 1].attn_norm : NULL, eps, h);
+        }
+        free(sx);
+        free(buf);
+    }
+    free(a.start);
+    free(h);
 }

@@ -1,13 +1,17 @@
-"""Loads a Llama-family checkpoint (GGUF file or Hugging Face directory) to fp32.
+"""Loads a Llama-family checkpoint (GGUF file or Hugging Face directory).
 
 Both formats end as the same thing: a ``ModelConfig``, a state dict in Hugging
-Face names and layout, and a ``Tokenizer``.
+Face names and layout, and a ``Tokenizer``. A GGUF's weights in a block format
+the kernels read (Q8_0, Q4_0, Q4_1) stay in it unless fp32 is asked for; a
+Hugging Face directory's can be quantized at load.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +20,8 @@ import torch
 
 from specwise.errors import SpecwiseError
 from specwise.models.config import ModelConfig
+from specwise.models.formats import QK, QUANT_TYPES, WEIGHTS
+from specwise.models.quant import QuantTensor
 from specwise.models.tokenizer import Tokenizer
 from specwise.paths import cache_dir
 
@@ -25,19 +31,46 @@ SUPPORTED_ARCHITECTURES = ("llama",)
 @dataclass(slots=True)
 class Checkpoint:
     config: ModelConfig
-    weights: dict[str, torch.Tensor]
-    """fp32 tensors under Hugging Face Llama names (``model.layers.0.self_attn.q_proj.weight``...)."""
+    weights: dict[str, torch.Tensor | QuantTensor]
+    """Tensors under Hugging Face Llama names (``model.layers.0.self_attn.q_proj.weight``...):
+    fp32, or a matrix still in its block format."""
     tokenizer: Tokenizer
     source: Path
 
+    @property
+    def weight_format(self) -> str:
+        """What the matrices are stored as ("fp32", "q4_1+q8_0"...): step costs and
+        calibrations are measured per format."""
+        kinds = sorted({w.kind for w in self.weights.values() if isinstance(w, QuantTensor)})
+        return "+".join(kinds) if kinds else "fp32"
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
+
+def load_checkpoint(path: str | Path, weights: str = "auto", quantize: str | None = None) -> Checkpoint:
+    """``quantize``: a block format (``QUANT_TYPES``) for every matrix still in fp32
+    after loading (a Hugging Face directory's, or a GGUF's types without a kernel)."""
+    if weights not in WEIGHTS:
+        raise SpecwiseError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    if quantize is not None and quantize not in QUANT_TYPES:
+        raise SpecwiseError(f"cannot quantize to {quantize!r} (kernels exist for {', '.join(QUANT_TYPES)})")
+    if quantize is not None and weights == "fp32":
+        raise SpecwiseError("--quantize and --weights fp32 contradict each other")
     path = Path(path).expanduser()
     if not path.exists():
         raise SpecwiseError(f"model not found: {path}")
-    if path.is_dir():
-        return _load_hf_dir(path)
-    return _load_gguf(path)
+    ckpt = _load_hf_dir(path) if path.is_dir() else _load_gguf(path, keep_quantized=weights == "auto")
+    if quantize is not None:
+        _quantize(ckpt.weights, quantize)
+    return ckpt
+
+
+def _is_matrix(name: str) -> bool:
+    return name.endswith("_proj.weight") or name in ("model.embed_tokens.weight", "lm_head.weight")
+
+
+def _quantize(weights: dict[str, torch.Tensor | QuantTensor], kind: str) -> None:
+    for name, w in weights.items():
+        if _is_matrix(name) and not isinstance(w, QuantTensor):
+            weights[name] = QuantTensor.quantize(w, kind)
 
 
 # --------------------------------------------------------------------- GGUF
@@ -55,13 +88,16 @@ _GGUF_NAMES = {
 }
 
 
-def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
-    """Undo llama.cpp's q/k row interleave so rotate-half RoPE applies (HF layout)."""
+def _unpermute(w: torch.Tensor | QuantTensor, heads: int) -> torch.Tensor | QuantTensor:
+    """Undo llama.cpp's q/k row interleave so rotate-half RoPE applies (HF layout);
+    a row of blocks moves as a whole, like a row of floats."""
+    if isinstance(w, QuantTensor):
+        return QuantTensor(w.kind, _unpermute(w.blocks, heads), w.in_features)
     rows = w.shape[0]
     return w.reshape(heads, rows // heads // 2, 2, -1).transpose(1, 2).reshape(w.shape)
 
 
-def _load_gguf(path: Path) -> Checkpoint:
+def _load_gguf(path: Path, keep_quantized: bool) -> Checkpoint:
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
@@ -100,13 +136,22 @@ def _load_gguf(path: Path) -> Checkpoint:
         tie_embeddings="output.weight" not in tensors,
     )
 
-    def tensor(name: str) -> torch.Tensor:
+    fallback: Counter[str] = Counter()
+
+    def tensor(name: str) -> torch.Tensor | QuantTensor:
         t = tensors[name]
+        shape = tuple(reversed(t.shape.tolist()))
+        kind = t.tensor_type.name.lower()
+        if len(shape) == 2 and keep_quantized:
+            if kind in QUANT_TYPES and shape[1] % QK == 0:
+                return QuantTensor(kind, torch.from_numpy(np.array(t.data).reshape(shape[0], -1)), shape[1])
+            if kind not in ("f32", "f16", "bf16"):
+                fallback[t.tensor_type.name] += 1
         data = dequantize(t.data, t.tensor_type)
-        return torch.from_numpy(np.array(data, dtype=np.float32).reshape(tuple(reversed(t.shape.tolist()))))
+        return torch.from_numpy(np.array(data, dtype=np.float32).reshape(shape))
 
     try:
-        weights = {"model.embed_tokens.weight": tensor("token_embd.weight"), "model.norm.weight": tensor("output_norm.weight")}
+        weights: dict[str, torch.Tensor | QuantTensor] = {"model.embed_tokens.weight": tensor("token_embd.weight"), "model.norm.weight": tensor("output_norm.weight")}
         if not config.tie_embeddings:
             weights["lm_head.weight"] = tensor("output.weight")
         for i in range(config.num_layers):
@@ -121,6 +166,9 @@ def _load_gguf(path: Path) -> Checkpoint:
         raise SpecwiseError(f"{path.name} lacks tensor {exc.args[0]}: not a complete Llama checkpoint") from exc
     except (ValueError, NotImplementedError) as exc:
         raise SpecwiseError(f"cannot dequantize {path.name}: {exc}") from exc
+    if fallback:
+        kinds = ", ".join(f"{n} x {k}" for k, n in sorted(fallback.items()))
+        print(f"specwise: no kernel for {kinds} in {path.name}; those matrices run in fp32 (--quantize q8_0 requantizes them)", file=sys.stderr)
 
     tokens = field("tokenizer.ggml.tokens", [])
     eos_ids = {int(field("tokenizer.ggml.eos_token_id", -1))}

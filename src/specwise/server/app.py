@@ -44,6 +44,8 @@ log = logging.getLogger("specwise")
 class ServeConfig:
     model: str | None = None
     """GGUF file or Hugging Face directory (None: the shipped default)."""
+    weights: str = "auto"
+    quantize: str | None = None
     drafters: tuple[str, ...] = ("ngram",)
     """Loaded at start; the first serves requests that name none. ("none",): plain only."""
     policy: str = "adaptive"
@@ -127,7 +129,9 @@ class Server:
         policies' cost profile; the server answers 503 until this is done."""
         c = self.config
         if llm is None:
-            llm = LLM(c.model, max_model_len=c.max_model_len, max_batched_tokens=c.max_batched_tokens, max_num_seqs=c.max_num_seqs)
+            llm = LLM(
+                c.model, max_model_len=c.max_model_len, max_batched_tokens=c.max_batched_tokens, max_num_seqs=c.max_num_seqs, weights=c.weights, quantize=c.quantize
+            )
         llm.configure(c.max_num_seqs)
         for name in c.drafters:
             llm.drafter(c.spec(name))

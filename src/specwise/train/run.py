@@ -72,6 +72,6 @@ def make_eagle(llm: LLM, samples: list[Sample], output: Path, epochs: int, seed:
 def make_draft_model(llm: LLM, samples: list[Sample], output: Path, layers: list[int], epochs: int, seed: int, log: Callable[[str], None] = print) -> None:
     from specwise.train.draft_model import save_hf_dir, train_draft_model
 
-    weights = load_checkpoint(llm.source).weights
+    weights = load_checkpoint(llm.source, weights="fp32").weights
     trained = train_draft_model(llm.config, _head(llm), weights, layers, samples, epochs=epochs, seed=seed, log=log)
     save_hf_dir(output, replace(llm.config, num_layers=len(layers)), trained, llm.tokenizer)
