@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from specwise.errors import SpecwiseError
-from specwise.weight_args import weight_options
 from specwise.planner import MoE, StepCost, best_k, break_even, crossover, expected_tokens, linear_cost, speedup
+from specwise.weight_args import weight_options
 
 
 def _acceptance(text: str) -> float | list[float]:
