@@ -92,7 +92,8 @@ def _unpermute(w: torch.Tensor | QuantTensor, heads: int) -> torch.Tensor | Quan
     """Undo llama.cpp's q/k row interleave so rotate-half RoPE applies (HF layout);
     a row of blocks moves as a whole, like a row of floats."""
     if isinstance(w, QuantTensor):
-        return QuantTensor(w.kind, _unpermute(w.blocks, heads), w.in_features)
+        rows = w.blocks.shape[0]
+        return QuantTensor(w.kind, w.blocks.reshape(heads, rows // heads // 2, 2, -1).swapaxes(1, 2).reshape(w.blocks.shape), w.in_features)
     rows = w.shape[0]
     return w.reshape(heads, rows // heads // 2, 2, -1).transpose(1, 2).reshape(w.shape)
 
@@ -136,6 +137,23 @@ def _load_gguf(path: Path, keep_quantized: bool) -> Checkpoint:
         tie_embeddings="output.weight" not in tensors,
     )
 
+    tokens = field("tokenizer.ggml.tokens", [])
+    eos_ids = {int(field("tokenizer.ggml.eos_token_id", -1))}
+    eot = field("tokenizer.ggml.eot_token_id")
+    if eot is not None:
+        eos_ids.add(int(eot))
+    if "<|endoftext|>" in tokens:
+        eos_ids.add(tokens.index("<|endoftext|>"))
+    eos_ids.discard(-1)
+    bos = field("tokenizer.ggml.bos_token_id")
+    tokenizer = Tokenizer(
+        _gguf_tokenizer_file(path),
+        field("tokenizer.chat_template"),
+        tokens[int(bos)] if bos is not None else None,
+        sorted(eos_ids),
+    )
+    reader.fields.clear()  # the vocabulary's parsed fields are ~100 MB of small objects: gone before the weights load
+
     fallback: Counter[str] = Counter()
 
     def tensor(name: str) -> torch.Tensor | QuantTensor:
@@ -144,7 +162,7 @@ def _load_gguf(path: Path, keep_quantized: bool) -> Checkpoint:
         kind = t.tensor_type.name.lower()
         if len(shape) == 2 and keep_quantized:
             if kind in QUANT_TYPES and shape[1] % QK == 0:
-                return QuantTensor(kind, torch.from_numpy(np.array(t.data).reshape(shape[0], -1)), shape[1])
+                return QuantTensor(kind, t.data.reshape(shape[0], -1), shape[1])
             if kind not in ("f32", "f16", "bf16"):
                 fallback[t.tensor_type.name] += 1
         data = dequantize(t.data, t.tensor_type)
@@ -170,21 +188,6 @@ def _load_gguf(path: Path, keep_quantized: bool) -> Checkpoint:
         kinds = ", ".join(f"{n} x {k}" for k, n in sorted(fallback.items()))
         print(f"specwise: no kernel for {kinds} in {path.name}; those matrices run in fp32 (--quantize q8_0 requantizes them)", file=sys.stderr)
 
-    tokens = field("tokenizer.ggml.tokens", [])
-    eos_ids = {int(field("tokenizer.ggml.eos_token_id", -1))}
-    eot = field("tokenizer.ggml.eot_token_id")
-    if eot is not None:
-        eos_ids.add(int(eot))
-    if "<|endoftext|>" in tokens:
-        eos_ids.add(tokens.index("<|endoftext|>"))
-    eos_ids.discard(-1)
-    bos = field("tokenizer.ggml.bos_token_id")
-    tokenizer = Tokenizer(
-        _gguf_tokenizer_file(path),
-        field("tokenizer.chat_template"),
-        tokens[int(bos)] if bos is not None else None,
-        sorted(eos_ids),
-    )
     return Checkpoint(config, weights, tokenizer, path)
 
 

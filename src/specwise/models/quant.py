@@ -19,8 +19,9 @@ from specwise.models import native
 class QuantTensor:
     kind: str
     """One of ``native.QUANT_TYPES``."""
-    blocks: torch.Tensor
-    """uint8 [rows, in_features / QK * block bytes]: each row's blocks as GGUF stores them."""
+    blocks: np.ndarray
+    """uint8 [rows, in_features / QK * block bytes]: each row's blocks as GGUF stores
+    them (a view of the memory-mapped file until packed)."""
     in_features: int
 
     @property
@@ -34,13 +35,13 @@ class QuantTensor:
         from gguf.quants import quantize
 
         blocks = quantize(weight.float().numpy(), GGMLQuantizationType[kind.upper()])
-        return cls(kind, torch.from_numpy(np.ascontiguousarray(blocks)).reshape(weight.shape[0], -1), weight.shape[1])
+        return cls(kind, blocks.reshape(weight.shape[0], -1), weight.shape[1])
 
     def dequantize(self) -> torch.Tensor:
         from gguf import GGMLQuantizationType
         from gguf.quants import dequantize
 
-        data = dequantize(self.blocks.numpy(), GGMLQuantizationType[self.kind.upper()])
+        data = dequantize(self.blocks, GGMLQuantizationType[self.kind.upper()])
         return torch.from_numpy(np.array(data, dtype=np.float32).reshape(self.shape))
 
 
@@ -50,7 +51,7 @@ Weight = torch.Tensor | QuantTensor
 def cat_rows(parts: Sequence[Weight]) -> Weight:
     """Stack matrices by rows; mixed formats meet in fp32."""
     if all(isinstance(p, QuantTensor) for p in parts) and len({p.kind for p in parts}) == 1:
-        return QuantTensor(parts[0].kind, torch.cat([p.blocks for p in parts]), parts[0].in_features)
+        return QuantTensor(parts[0].kind, np.concatenate([p.blocks for p in parts]), parts[0].in_features)
     return torch.cat([fp32(p) for p in parts])
 
 
@@ -61,5 +62,5 @@ def fp32(w: Weight) -> torch.Tensor:
 def pack(w: Weight) -> native.Packed:
     """The kernels' layout of a matrix, in the format it arrives in."""
     if isinstance(w, QuantTensor):
-        return native.pack_quantized(w.kind, w.blocks.numpy(), w.in_features)
+        return native.pack_quantized(w.kind, w.blocks, w.in_features)
     return native.pack_weight(w.float())
