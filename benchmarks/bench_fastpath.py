@@ -121,7 +121,10 @@ def main() -> None:
         for key in ("pp_tps", "decode_tps"):
             res[key] = statistics.median(x[key] for x in res["rounds"])
     base = results.get("llama.cpp")
-    print(f"\n{'side':<20} {'decode tok/s':>13} {'pp tok/s':>10} {'peak RSS MB':>12}" + ("  vs llama.cpp (decode, pp)" if base else ""))
+    print(
+        f"\n{'side':<20} {'decode tok/s':>13} {'pp tok/s':>10} {'peak RSS MB':>12}"
+        + ("  vs llama.cpp (decode, pp)" if base else "")
+    )
     for name, res in results.items():
         rel = f"  {res['decode_tps'] / base['decode_tps']:.2f}x, {res['pp_tps'] / base['pp_tps']:.2f}x" if base else ""
         print(f"{name:<20} {res['decode_tps']:>13.1f} {res['pp_tps']:>10.1f} {res['peak_rss_mb']:>12.0f}{rel}")

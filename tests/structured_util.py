@@ -63,6 +63,7 @@ class ScriptDrafter:
 
     name = "script"
     needs_features = False
+    reports_confidence = False
 
     def __init__(self, fn) -> None:
         self.fn = fn

@@ -139,6 +139,25 @@ def test_draft_with_another_tokenizer_is_refused_naming_the_id(tmp_path, llm):
     assert_one_line_error(run_cli("generate", "hi", "--drafter", f"draft:{tmp_path / 'other'}", "--max-tokens", "2"), "differs from the target's at id 0")
 
 
+def test_a_draft_is_refused_for_its_tokenizer_before_its_architecture(tmp_path, llm):
+    """A Gemma-3-like GGUF (another architecture, another vocabulary, no weights at all):
+    the error names the tokenizer, which is why it can never work, not the
+    architecture, and comes from the metadata alone."""
+    import gguf
+
+    path = tmp_path / "gemma3.gguf"
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(["<pad>", "<eos>", "<bos>", "\u2581the"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    target_token = {i: t for t, i in llm.tokenizer.vocab().items()}[0]
+    with pytest.raises(SpecwiseError, match=rf"tokenizer differs from the target's at id 0 \(target {target_token!r}, draft '<pad>'\)"):
+        llm.drafters.build(SpeculativeConfig(f"draft:{path}", 2), llm.cache)
+
+
 def test_torch_eagle_head_computes_what_the_native_head_computes(llm, tmp_path):
     from specwise.drafters.eagle import EagleDrafter, load_eagle, save_eagle
     from specwise.train.eagle import EagleHead

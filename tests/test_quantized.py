@@ -86,7 +86,12 @@ def test_quantized_logits_and_greedy_tokens_match_the_fp32_path(llm, fp32_llm):
     from specwise.kv_cache import KVCache
     from tests.test_model import PROMPTS
 
-    prompts = [*PROMPTS, "Write a haiku about the sea.", "List the planets of the solar system in order.", "What does HTTP status 404 mean?"]
+    prompts = [
+        *PROMPTS,
+        "Write a haiku about the sea.",
+        "List the planets of the solar system in order.",
+        "What does HTTP status 404 mean?",
+    ]
     worst = 0.0
     for text in prompts:
         ids = llm.encode_messages([{"role": "user", "content": text}], chat=True)

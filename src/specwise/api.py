@@ -184,6 +184,13 @@ class LLM:
         cached and skips feeding them."""
         self.cache.forget()
 
+    def forget_traffic(self) -> None:
+        """Forget what drafters learned from earlier requests (the suffix store, auto's
+        choice per segment), like ``reset_prefix_cache`` for the KV cache: runs
+        compared side by side must start alike."""
+        self.drafters.suffix_store.clear()
+        self._drafters.clear()
+
     def make_policy(self, spec: SpeculativeConfig) -> Policy:
         """A fresh policy that has learned nothing yet (benchmarks compare runs that
         start alike); the adaptive one starts from the cached step-cost profile."""

@@ -50,7 +50,7 @@ def _common() -> argparse.ArgumentParser:
     add_weight_arguments(common)
     common.add_argument(
         "--drafter", default="ngram",
-        help="none | ngram | draft:PATH | layerskip[:LAYERS] | eagle[:PATH] | auto | grammar, or a chain such as ngram+eagle (default: ngram; constrained requests put grammar first)",
+        help="none | ngram | suffix | draft:PATH | layerskip[:LAYERS] | eagle[:PATH] | auto | grammar, or a chain such as suffix+ngram (default: ngram; constrained requests put grammar first)",
     )  # fmt: skip
     common.add_argument("--draft-vocab", type=int, default=0, help="learned drafters pick among the N most frequent tokens (default: all)")
     common.add_argument("--num-speculative-tokens", "-k", type=int, default=4, help="K, most tokens drafted per step (default 4)")

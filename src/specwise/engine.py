@@ -85,6 +85,11 @@ class Engine:
                 for i, d in zip(idx, drafter.propose([seqs[i] for i in idx], [ks[i] for i in idx])):
                     drafts[i] = d
                 self.last_draft_s[drafter.name] = time.perf_counter() - start
+        running = sum(1 for s, e in zip(seqs, emits) if e and self.decoding(s))
+        for policy, idx in group_by(seqs, lambda s: s.policy if s.drafter is not None else None):
+            if any(drafts[i].tokens for i in idx):
+                for i, d in zip(idx, policy.refine([seqs[i] for i in idx], [drafts[i] for i in idx], running)):
+                    drafts[i] = d
         masks, grammar_s = self._grammar(seqs, drafts, emits)
         t1 = time.perf_counter()
         tokens, positions, slots, logit_rows, offsets = [], [], [], [], []
@@ -173,8 +178,7 @@ class Engine:
             draft = drafts[i]
             n = seqs[i].grammar.allowed(draft.tokens) if draft.tokens else 0  # type: ignore[union-attr]
             if n < len(draft.tokens):
-                probs = draft.probs[:n] if draft.probs is not None else None
-                drafts[i] = Draft(draft.tokens[:n], probs, min(draft.forced, n))
+                drafts[i] = draft.cut(n)
         masks = row_masks([MaskRequest(seqs[i].grammar, drafts[i].tokens) for i in idx], self.model.config.vocab_size)  # type: ignore[arg-type]
         rows = sum(len(drafts[i].tokens) + 1 for i in idx)
         spent = time.perf_counter() - start

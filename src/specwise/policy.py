@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from specwise.drafters.base import Draft
 from specwise.sequence import Sequence
 
 
@@ -38,6 +39,11 @@ class Policy(Protocol):
     def choose(self, seqs: Seq[Sequence], max_k: Seq[int], base_rows: int = 0) -> list[int]:
         """K per sequence (0 = plain); never above max_k[i]. ``base_rows`` more rows
         (prompt chunks) share the step whatever is chosen."""
+        ...
+
+    def refine(self, seqs: Seq[Sequence], drafts: Seq[Draft], running: int) -> list[Draft]:
+        """The drafts to verify, given what the drafter proposed (with its confidence, if
+        it reports one) and ``running`` sequences decoding this step."""
         ...
 
     def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]) -> None:
@@ -54,6 +60,9 @@ class FixedPolicy:
 
     def choose(self, seqs: Seq[Sequence], max_k: Seq[int], base_rows: int = 0) -> list[int]:
         return [min(self.k, m) for m in max_k]
+
+    def refine(self, seqs: Seq[Sequence], drafts: Seq[Draft], running: int) -> list[Draft]:
+        return list(drafts)
 
     def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]) -> None:
         pass
@@ -145,6 +154,37 @@ class AcceptanceStats:
 
 
 @dataclass(slots=True)
+class ConfidenceCalibration:
+    """P(a draft token is accepted | the drafter's confidence c in it, the drafts
+    before it accepted), per tenth of c, decayed. Until a bin has data it trusts
+    the drafter (prior c): a suffix count of 1 of 1 says 1.0, and what that is
+    worth is learned per segment from what is accepted."""
+
+    bins: int = 10
+    prior_weight: float = 4.0
+    decay: float = 0.998
+    accepted: list[float] = field(default_factory=list)
+    tested: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.accepted = [0.0] * self.bins
+        self.tested = [0.0] * self.bins
+
+    def _bin(self, c: float) -> int:
+        return min(self.bins - 1, max(0, int(c * self.bins)))
+
+    def rate(self, c: float) -> float:
+        b = self._bin(c)
+        return (self.accepted[b] + self.prior_weight * c) / (self.tested[b] + self.prior_weight)
+
+    def observe(self, confidence: Seq[float], accepted: int) -> None:
+        for j, c in enumerate(confidence[: accepted + 1]):  # tested only while the earlier ones held
+            b = self._bin(c)
+            self.tested[b] = self.decay * self.tested[b] + 1
+            self.accepted[b] = self.decay * self.accepted[b] + (j < accepted)
+
+
+@dataclass(slots=True)
 class AdaptivePolicy:
     """Maximise expected tokens per second of each step (see the module docstring).
 
@@ -162,13 +202,51 @@ class AdaptivePolicy:
     so its acceptance estimate can recover."""
     stats: dict[tuple[str, str], AcceptanceStats] = field(default_factory=dict)
     """Keyed by (drafter name, segment)."""
+    calibration: dict[tuple[str, str], ConfidenceCalibration] = field(default_factory=dict)
+    """For drafters that report confidence, keyed like ``stats``."""
     _step: int = 0
+    _verifying: dict[int, list[float]] = field(default_factory=dict)
+    """Confidence of the drafts each sequence sends to verification this step."""
 
     def _stats(self, seq: Sequence) -> AcceptanceStats:
         key = (_drafter_name(seq), seq.segment or "")
         if key not in self.stats:
             self.stats[key] = AcceptanceStats(self.max_k)
         return self.stats[key]
+
+    def _calibration(self, seq: Sequence) -> ConfidenceCalibration:
+        key = (_drafter_name(seq), seq.segment or "")
+        if key not in self.calibration:
+            self.calibration[key] = ConfidenceCalibration()
+        return self.calibration[key]
+
+    def refine(self, seqs: Seq[Sequence], drafts: Seq[Draft], running: int) -> list[Draft]:
+        """Cut each draft that carries confidence where it stops paying: the j-th
+        draft row is worth prod_{m<=j} p_m expected tokens, p the calibrated
+        confidence, and costs the break-even acceptance at this load."""
+        out = []
+        for seq, draft in zip(seqs, drafts):
+            if not draft.tokens or not getattr(seq.drafter, "reports_confidence", False):
+                out.append(draft)  # choose() sized it already
+                continue
+            floor = self.break_even(running, _drafter_name(seq))
+            if draft.confidence is not None:
+                calibration = self._calibration(seq)
+                rates = [calibration.rate(c) for c in draft.confidence[draft.forced :]]
+            else:  # a chain's other drafter answered: its per-position acceptance stands in
+                rates = self._stats(seq).rates()
+            keep, run = draft.forced, 1.0
+            for rate in rates[: len(draft.tokens) - draft.forced]:
+                run *= rate
+                if run < floor:
+                    break
+                keep += 1
+            if self._step % self.probe_every == 0:  # let a cut-off drafter show it improved
+                keep = max(keep, min(len(draft.tokens), draft.forced + 1))
+            if draft.confidence is not None:
+                self._verifying[id(seq)] = draft.confidence[draft.forced : keep]
+            out.append(draft if keep == len(draft.tokens) else draft.cut(keep))
+        return out
 
     def choose(self, seqs: Seq[Sequence], max_k: Seq[int], base_rows: int = 0) -> list[int]:
         """Exact for the model: each sequence's marginal gain from one more draft
@@ -177,7 +255,10 @@ class AdaptivePolicy:
         self._step += 1
         n = len(seqs)
         marginals = []  # (gain of the j-th draft of sequence i, j, i)
+        sure = [i for i, seq in enumerate(seqs) if getattr(seq.drafter, "reports_confidence", False)]
         for i, (seq, cap) in enumerate(zip(seqs, max_k)):
+            if i in sure:  # drafts up to its K; refine() cuts by confidence
+                continue
             run = 1.0
             for j, a in enumerate(self._stats(seq).rates()[: min(self.max_k, cap)]):
                 run *= a
@@ -204,6 +285,8 @@ class AdaptivePolicy:
         ks = [0] * n
         for _, _, i in marginals[:best_d]:
             ks[i] += 1
+        for i in sure:
+            ks[i] = max_k[i]
         if self._step % self.probe_every == 0:
             ks = [k or min(1, cap) for k, cap in zip(ks, max_k)]
         return ks
@@ -211,6 +294,9 @@ class AdaptivePolicy:
     def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]) -> None:
         longest: dict[str, int] = {}
         for seq, d, a in zip(seqs, drafted, accepted):
+            confidence = self._verifying.pop(id(seq), None)
+            if confidence is not None and d:
+                self._calibration(seq).observe(confidence[:d], a)
             if d:
                 self._stats(seq).observe(d, a)
                 name = _drafter_name(seq)

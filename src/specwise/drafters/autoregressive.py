@@ -23,6 +23,7 @@ from specwise.sequence import Sequence
 class AutoregressiveDrafter:
     name = "autoregressive"
     needs_features = False
+    reports_confidence = False
 
     def __init__(self, vocab_size: int, head: TrimmedHead | None) -> None:
         self.vocab_size = vocab_size

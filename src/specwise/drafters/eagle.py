@@ -59,6 +59,7 @@ def load_eagle(path: Path, target: LlamaModel) -> dict[str, torch.Tensor]:
 class EagleDrafter(AutoregressiveDrafter):
     name = "eagle"
     needs_features = True
+    reports_confidence = False
 
     def __init__(self, target: LlamaModel, weights: dict[str, torch.Tensor], num_slots: int, max_len: int, vocab: int = 0) -> None:
         """``vocab`` > 0 drafts over the ``vocab`` most frequent tokens only."""

@@ -13,22 +13,24 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from specwise.drafters.auto import AutoDrafter
 from specwise.drafters.autoregressive import trimmed_head
 from specwise.drafters.base import Drafter
 from specwise.drafters.eagle import EagleDrafter, load_eagle
 from specwise.drafters.fallback import FallbackDrafter
 from specwise.drafters.grammar import GrammarDrafter, forces
-from specwise.drafters.model import ModelDrafter, check_tokenizers
+from specwise.drafters.model import ModelDrafter, check_tokenizers, check_vocab
 from specwise.drafters.ngram import NgramDrafter
+from specwise.drafters.suffix import SuffixDrafter, SuffixStore
 from specwise.errors import SpecwiseError
 from specwise.kv_cache import KVCache
 from specwise.models.llama import LlamaModel
-from specwise.models.loader import load_checkpoint
+from specwise.models.loader import load_checkpoint, read_vocab
 
 if TYPE_CHECKING:
     from specwise.api import LLM, SpeculativeConfig
 
-KINDS = ("none", "ngram", "draft", "layerskip", "eagle", "auto", "grammar")
+KINDS = ("none", "ngram", "suffix", "draft", "layerskip", "eagle", "auto", "grammar")
 
 
 def parse_drafter(spec: str) -> list[tuple[str, str | None]]:
@@ -43,10 +45,10 @@ def parse_drafter(spec: str) -> list[tuple[str, str | None]]:
 def _parse_one(spec: str) -> tuple[str, str | None]:
     kind, _, arg = spec.partition(":")
     if kind not in KINDS:
-        raise SpecwiseError(f"unknown drafter {spec!r} (choose from none, ngram, draft:PATH, layerskip[:LAYERS], eagle[:PATH], auto, grammar)")
+        raise SpecwiseError(f"unknown drafter {spec!r} (choose from none, ngram, suffix, draft:PATH, layerskip[:LAYERS], eagle[:PATH], auto, grammar)")
     if kind == "draft" and not arg:
         raise SpecwiseError("drafter 'draft' needs a path: draft:PATH (a GGUF file or Hugging Face directory)")
-    if kind in ("none", "ngram", "auto", "grammar") and arg:
+    if kind in ("none", "ngram", "suffix", "auto", "grammar") and arg:
         raise SpecwiseError(f"drafter {kind!r} takes no argument, got {spec!r}")
     if kind == "layerskip" and arg:
         parse_layers(arg)
@@ -80,25 +82,36 @@ class DrafterFactory:
         self.target, self.tokenizer, self.model_key = llm.model, llm.tokenizer, str(llm.source)
         self._draft_models: dict[str, tuple[LlamaModel, torch.Tensor | None]] = {}
         self._eagle: dict[str, dict[str, torch.Tensor]] = {}
+        self.suffix_store = SuffixStore()
+        """Outputs of the requests this model served, for every suffix drafter built here."""
 
     def build(self, spec: SpeculativeConfig, cache: KVCache, *, forced: bool = False) -> Drafter:
         """``forced`` puts the grammar's forced tokens ahead of the spec's drafter (for
         constrained requests), unless the spec already names them."""
         parts = parse_drafter(spec.drafter)
-        if parts[0][0] == "auto":
-            from specwise.calibrate import best_drafter
-
-            parts = parse_drafter(best_drafter(self.llm, spec))
-        drafters = [self._build_one(kind, arg, spec, cache) for kind, arg in parts]
+        drafters = [self._auto(spec, cache)] if parts[0][0] == "auto" else [self._build_one(kind, arg, spec, cache) for kind, arg in parts]
         if forced and not any(forces(d) for d in drafters):
             drafters.insert(0, GrammarDrafter())
         return drafters[0] if len(drafters) == 1 else FallbackDrafter(drafters)
+
+    def _auto(self, spec: SpeculativeConfig, cache: KVCache) -> AutoDrafter:
+        """Free drafters beside the one this machine's calibration picked, chosen per segment."""
+        from specwise.calibrate import best_drafter
+
+        suffix, ngram = SuffixDrafter(self.suffix_store), NgramDrafter(spec.ngram_min, spec.ngram_max)
+        candidates: list[Drafter] = [FallbackDrafter([suffix, ngram]), suffix, ngram]
+        calibrated = best_drafter(self.llm, spec)
+        if calibrated not in ("ngram", "suffix", "suffix+ngram"):
+            candidates.append(self.build(replace(spec, drafter=calibrated), cache))
+        return AutoDrafter(candidates)
 
     def _build_one(self, kind: str, arg: str | None, spec: SpeculativeConfig, cache: KVCache) -> Drafter:
         if kind == "grammar":
             return GrammarDrafter()
         if kind == "ngram":
             return NgramDrafter(spec.ngram_min, spec.ngram_max)
+        if kind == "suffix":
+            return SuffixDrafter(self.suffix_store)
         if kind == "draft":
             model, counts = self._draft_model(arg or "")
             head = trimmed_head(model, counts, spec.draft_vocab)
@@ -143,6 +156,7 @@ class DrafterFactory:
         """The loaded draft and its token counts (written by `train-draft model`; they rank the
         vocabulary for --draft-vocab)."""
         if path not in self._draft_models:
+            check_vocab(self.tokenizer, read_vocab(path))  # before the architecture or weights: the real blocker first
             ckpt = load_checkpoint(path)
             check_tokenizers(self.tokenizer, ckpt.tokenizer)
             c, t = ckpt.config, self.target.config

@@ -21,6 +21,7 @@ class FallbackDrafter:
         self.drafters = list(drafters)
         self.name = "+".join(d.name for d in self.drafters)
         self.needs_features = any(d.needs_features for d in self.drafters)
+        self.reports_confidence = any(d.reports_confidence for d in self.drafters)
 
     def propose(self, seqs: Seq[Sequence], ks: Seq[int]) -> list[Draft]:
         drafts = [Draft([]) for _ in seqs]

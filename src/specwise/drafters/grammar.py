@@ -19,6 +19,7 @@ from specwise.sequence import Sequence
 class GrammarDrafter:
     name = "grammar"
     needs_features = False
+    reports_confidence = False
 
     def propose(self, seqs: Seq[Sequence], ks: Seq[int]) -> list[Draft]:
         drafts = []

@@ -89,17 +89,20 @@ class ModelDrafter(AutoregressiveDrafter):
         self._pending.pop(seq, None)
 
 
-def check_tokenizers(target: Tokenizer, draft: Tokenizer) -> None:
+def check_vocab(target: Tokenizer, vocab: dict[int, str]) -> None:
     """A draft must map every id to the same token as the target, or acceptance
     silently collapses; fail loudly naming the first id that differs."""
     t_vocab = {i: tok for tok, i in target.vocab().items()}
-    d_vocab = {i: tok for tok, i in draft.vocab().items()}
-    for i in sorted(t_vocab.keys() | d_vocab.keys()):
-        if t_vocab.get(i) != d_vocab.get(i):
+    for i in sorted(t_vocab.keys() | vocab.keys()):
+        if t_vocab.get(i) != vocab.get(i):
             raise SpecwiseError(
                 f"the draft model's tokenizer differs from the target's at id {i} "
-                f"(target {t_vocab.get(i)!r}, draft {d_vocab.get(i)!r}): a draft must share the target's vocabulary"
+                f"(target {t_vocab.get(i)!r}, draft {vocab.get(i)!r}): a draft must share the target's vocabulary"
             )
+
+
+def check_tokenizers(target: Tokenizer, draft: Tokenizer) -> None:
+    check_vocab(target, {i: tok for tok, i in draft.vocab().items()})
     if target.eos_token_ids != draft.eos_token_ids:
         raise SpecwiseError(
             f"the draft model's end-of-sequence ids {sorted(draft.eos_token_ids)} differ from the target's {sorted(target.eos_token_ids)}"

@@ -20,6 +20,7 @@ from specwise.sequence import Sequence
 class NgramDrafter:
     name = "ngram"
     needs_features = False
+    reports_confidence = False
 
     def __init__(self, min_n: int = 1, max_n: int = 3) -> None:
         if not 1 <= min_n <= max_n:

@@ -63,6 +63,35 @@ def load_checkpoint(path: str | Path, weights: str = "auto", quantize: str | Non
     return ckpt
 
 
+def read_vocab(path: str | Path) -> dict[int, str]:
+    """id -> token of a checkpoint, from its tokenizer metadata alone: a draft's
+    tokenizer is checked before its architecture or weights load, since a
+    mismatch is the reason it can never work."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise SpecwiseError(f"model not found: {path}")
+    if path.is_dir():
+        file = path / "tokenizer.json"
+        if not file.exists():
+            raise SpecwiseError(f"{path} has no tokenizer.json")
+        from tokenizers import Tokenizer as HFTokenizer
+
+        try:
+            vocab = HFTokenizer.from_file(str(file)).get_vocab(with_added_tokens=True)
+        except Exception as exc:  # the tokenizers library raises its own exception type
+            raise SpecwiseError(f"{file} is not a readable tokenizer: {exc}") from exc
+        return {i: tok for tok, i in vocab.items()}
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(str(path)).fields.get("tokenizer.ggml.tokens")
+    except Exception as exc:  # the reader raises ValueError/struct errors/IndexError on junk
+        raise SpecwiseError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
+    if field is None:
+        raise SpecwiseError(f"{path.name} carries no tokenizer (tokenizer.ggml.tokens)")
+    return dict(enumerate(field.contents()))
+
+
 def _is_matrix(name: str) -> bool:
     return name.endswith("_proj.weight") or name in ("model.embed_tokens.weight", "lm_head.weight")
 

@@ -1,0 +1,127 @@
+"""Drafts from the traffic: suffix, prompt lookup and auto against plain, side by side.
+
+Two workloads: Spec-Bench dev (the first N records of each group) and a
+repetitive one built from it, as agentic traffic is: one extraction template
+(the same instructions, a JSON reply) over different input texts. Each
+(workload, concurrency) runs every config once untimed, then the timed rounds
+with the order rotating; before every run the prefix cache, the suffix store
+and auto's choices are reset, so each run starts alike and the suffix drafter
+learns only from the requests of its own run. All speculative configs use the
+adaptive policy. Greedy outputs are checked against plain's.
+
+    python benchmarks/bench_suffix.py --per-group 4 --concurrency 1,4,16 --output benchmarks/results/suffix.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+
+from specwise import LLM, Request, SamplingParams, SpeculativeConfig
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench_dev.jsonl"
+MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+CONFIGS = {"plain": "none", "ngram": "ngram", "suffix": "suffix", "auto": "auto"}
+TEMPLATE = (
+    'Extract from the text below a JSON object with the keys "title", "people", "places", "topics" and "summary". '
+    "Lists are JSON arrays of strings; reply with the JSON object only.\n\nText: {text}"
+)
+
+
+def spec_bench(per_group: int) -> list[Request]:
+    taken: dict[str, list[Request]] = defaultdict(list)
+    for line in DATA.read_text().splitlines():
+        rec = json.loads(line)
+        group = "multi-turn" if rec["category"] in MT_BENCH else rec["category"]
+        if len(taken[group]) < per_group:
+            taken[group].append(Request(id=str(rec["question_id"]), turns=rec["turns"], segment=group))
+    return [g[i] for i in range(per_group) for g in taken.values() if i < len(g)]
+
+
+def repetitive(n: int) -> list[Request]:
+    """One template over n different texts (Spec-Bench's longer inputs, cut to ~600 chars)."""
+    texts = []
+    for line in DATA.read_text().splitlines():
+        turn = json.loads(line)["turns"][0]
+        if len(turn) > 400:
+            texts.append(turn[:600].rsplit(" ", 1)[0])
+    return [Request(id=f"x{i}", prompt=TEMPLATE.format(text=t), segment="extraction") for i, t in enumerate(texts[:n])]
+
+
+def run(llm: LLM, requests: list[Request], config: str, concurrency: int, params: SamplingParams) -> dict:
+    spec = SpeculativeConfig(CONFIGS[config], 4, policy="adaptive")
+    llm.reset_prefix_cache()
+    llm.forget_traffic()
+    policy = llm.make_policy(spec) if spec.speculates else None
+    start = time.perf_counter()
+    results = llm.generate(requests, params, spec, concurrency=concurrency, policy=policy)
+    wall = time.perf_counter() - start
+    by_group: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for r in results:
+        by_group[r.segment or ""][0] += r.stats.new_tokens
+        by_group[r.segment or ""][1] += r.stats.wall_s
+    drafted = sum(r.stats.drafted for r in results)
+    return {
+        "tok_s": sum(r.stats.new_tokens for r in results) / wall,
+        "groups": {g: t / s for g, (t, s) in by_group.items()},
+        "acceptance": sum(r.stats.accepted for r in results) / drafted if drafted else 0.0,
+        "tokens": [r.token_ids for r in results],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-group", type=int, default=4)
+    ap.add_argument("--repetitive", type=int, default=24, help="requests of the repetitive workload")
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--output", type=Path, required=True)
+    args = ap.parse_args()
+    llm = LLM(max_num_seqs=16)
+    params = SamplingParams(max_tokens=args.max_tokens)
+    workloads = {"spec-bench": spec_bench(args.per_group), "repetitive": repetitive(args.repetitive)}
+    out: dict[str, dict] = {}
+    for name, requests in workloads.items():
+        for c in (int(x) for x in args.concurrency.split(",")):
+            for config in CONFIGS:  # warm-up, untimed
+                run(llm, requests[:4], config, c, params)
+            rounds: dict[str, list[dict]] = defaultdict(list)
+            names = list(CONFIGS)
+            for r in range(args.rounds * len(names)):
+                config = names[(r + r // len(names)) % len(names)]  # rotate who goes first
+                rounds[config].append(run(llm, requests, config, c, params))
+            plain = rounds["plain"][0]
+            row = {}
+            for config, got in rounds.items():
+                best = max(got, key=lambda g: g["tok_s"])
+                mismatches = sum(a != b for g in got for a, b in zip(g["tokens"], plain["tokens"]))
+                row[config] = {"tok_s": round(best["tok_s"], 2), "x_plain": round(best["tok_s"] / plain["tok_s"], 3), "acceptance": round(best["acceptance"], 3),
+                               "groups_x_plain": {g: round(v / plain["groups"][g], 3) for g, v in best["groups"].items()}, "greedy_mismatches": mismatches}  # fmt: skip
+                print(
+                    f"{name:<11} c={c:<3} {config:<7} {best['tok_s']:7.1f} tok/s  {row[config]['x_plain']:.2f}x plain  acc {best['acceptance']:.2f}  mismatches {mismatches}",
+                    flush=True,
+                )
+            if c == 1:
+                groups = sorted(plain["groups"])
+                print(
+                    "   per group x plain: "
+                    + "; ".join(
+                        f"{g}: " + ", ".join(f"{k} {row[k]['groups_x_plain'][g]:.2f}" for k in CONFIGS if k != "plain")
+                        for g in groups
+                    )
+                )
+            out[f"{name}@{c}"] = row
+    meta = {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(), "weights": llm.weight_format,
+            "per_group": args.per_group, "repetitive": args.repetitive, "max_tokens": args.max_tokens, "rounds": args.rounds}  # fmt: skip
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"meta": meta, "results": out}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
