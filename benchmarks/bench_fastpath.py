@@ -52,7 +52,18 @@ SPECWISE = textwrap.dedent(
         if r:
             out.append({"pp_tps": n / pp, "decode_tps": n_decode / decode})
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rounds": out, "peak_rss_mb": rss, "weights": llm.weight_format}))
+    from specwise.kv_cache import KVCache
+    cache = KVCache(llm.config, 1, 512)  # step cost by rows: one sequence's verify rows at a 256-token context
+    llm.model.forward(torch.arange(256), torch.arange(256), torch.zeros(256, dtype=torch.long), cache)
+    steps = {}
+    for m in (1, 2, 3, 4, 5, 6, 8, 12, 16, 32):
+        times = []
+        for _ in range(30):
+            t = time.perf_counter()
+            llm.model.forward(torch.arange(m), torch.arange(256, 256 + m), torch.zeros(m, dtype=torch.long), cache)
+            times.append(time.perf_counter() - t)
+        steps[m] = 1000 * sorted(times)[len(times) // 2]
+    print(json.dumps({"rounds": out, "peak_rss_mb": rss, "weights": llm.weight_format, "step_ms": steps}))
     """
 )
 
@@ -120,6 +131,10 @@ def main() -> None:
     for res in results.values():
         for key in ("pp_tps", "decode_tps"):
             res[key] = statistics.median(x[key] for x in res["rounds"])
+    for name, res in results.items():
+        if "step_ms" in res:
+            one = res["step_ms"]["1"]
+            print(f"{name} step ms by rows: " + ", ".join(f"{m}: {ms:.1f} ({ms / one:.2f}x)" for m, ms in res["step_ms"].items()))
     base = results.get("llama.cpp")
     print(
         f"\n{'side':<20} {'decode tok/s':>13} {'pp tok/s':>10} {'peak RSS MB':>12}"

@@ -284,6 +284,10 @@ class LLM:
         per_request = [p if r.constraint is None else replace(p, constraint=r.constraint) for r, p in zip(reqs, per_request)]
         if arrivals is not None and len(arrivals) != len(reqs):
             raise SpecwiseError(f"{len(arrivals)} arrival times for {len(reqs)} requests")
+        if drafter is None:
+            # Built (and, for auto, calibrated: that decodes too) before this run holds the
+            # engine: a calibration started inside the run would wait for it forever.
+            self.drafter(spec)
         with self._generating:
             self.configure(concurrency)
             make = lambda ids, req, p, gen: self.sequence(req.id, ids, p, spec, segment=req.segment, policy=policy, drafter=drafter, generator=gen)  # noqa: E731

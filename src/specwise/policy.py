@@ -46,7 +46,9 @@ class Policy(Protocol):
         it reports one) and ``running`` sequences decoding this step."""
         ...
 
-    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]) -> None:
+    def observe(
+        self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]
+    ) -> None:
         """Feedback after a step: drafts verified and accepted per sequence, rows, the
         target forward's time and the drafting time per drafter name."""
         ...
@@ -64,7 +66,9 @@ class FixedPolicy:
     def refine(self, seqs: Seq[Sequence], drafts: Seq[Draft], running: int) -> list[Draft]:
         return list(drafts)
 
-    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]) -> None:
+    def observe(
+        self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]
+    ) -> None:
         pass
 
 
@@ -285,13 +289,15 @@ class AdaptivePolicy:
         ks = [0] * n
         for _, _, i in marginals[:best_d]:
             ks[i] += 1
-        for i in sure:
-            ks[i] = max_k[i]
+        for i in sure:  # up to K where even a certain draft pays for its row at this load
+            ks[i] = max_k[i] if self.break_even(n, _drafter_name(seqs[i])) < 1.0 else 0
         if self._step % self.probe_every == 0:
             ks = [k or min(1, cap) for k, cap in zip(ks, max_k)]
         return ks
 
-    def observe(self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]) -> None:
+    def observe(
+        self, seqs: Seq[Sequence], drafted: Seq[int], accepted: Seq[int], rows: int, step_s: float, draft_s: Mapping[str, float]
+    ) -> None:
         longest: dict[str, int] = {}
         for seq, d, a in zip(seqs, drafted, accepted):
             confidence = self._verifying.pop(id(seq), None)

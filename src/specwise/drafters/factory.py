@@ -101,7 +101,7 @@ class DrafterFactory:
         suffix, ngram = SuffixDrafter(self.suffix_store), NgramDrafter(spec.ngram_min, spec.ngram_max)
         candidates: list[Drafter] = [FallbackDrafter([suffix, ngram]), suffix, ngram]
         calibrated = best_drafter(self.llm, spec)
-        if calibrated not in ("ngram", "suffix", "suffix+ngram"):
+        if calibrated not in ("none", "ngram", "suffix", "suffix+ngram"):  # "none": plain measured fastest there
             candidates.append(self.build(replace(spec, drafter=calibrated), cache))
         return AutoDrafter(candidates)
 

@@ -21,7 +21,7 @@ filtering the matched occurrences by the token chosen.
 from __future__ import annotations
 
 import bisect
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
@@ -150,10 +150,25 @@ class SuffixStore:
 
 @dataclass(slots=True)
 class _Local:
-    """One live sequence's own tokens (prompt and output), indexed as they arrive."""
+    """One live sequence's own tokens (prompt and output), copied and indexed as they
+    arrive (a step costs its new tokens, not the whole context)."""
 
     indexes: list[_Index] = field(default_factory=lambda: [_Index(n) for n in ORDERS])
+    tokens: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
     indexed: int = 0
+
+    def update(self, token_ids: list[int]) -> np.ndarray:
+        n = len(token_ids)
+        if n > self.tokens.shape[0]:
+            grown = np.zeros(max(n, 2 * self.tokens.shape[0]), dtype=np.int64)
+            grown[: self.indexed] = self.tokens[: self.indexed]
+            self.tokens = grown
+        self.tokens[self.indexed : n] = token_ids[self.indexed :]
+        ctx = self.tokens[:n]
+        for index in self.indexes:
+            index.add(ctx, 0, self.indexed)
+        self.indexed = n
+        return ctx
 
 
 class SuffixDrafter:
@@ -182,11 +197,8 @@ class SuffixDrafter:
             self.store.add(seq.output_ids)
 
     def _draft(self, seq: Sequence, k: int) -> Draft:
-        ctx = np.asarray(seq.token_ids, dtype=np.int64)
         local = self._local.setdefault(id(seq), _Local())
-        for index in local.indexes:  # incremental: only the tokens since the last step
-            index.add(ctx, 0, local.indexed)
-        local.indexed = ctx.shape[0]
+        ctx = local.update(seq.token_ids)
         for n, own, shared in zip(ORDERS, local.indexes, self.store.indexes):
             if ctx.shape[0] < n:
                 continue
@@ -216,24 +228,26 @@ class SuffixDrafter:
             ((self.store.tokens_at(theirs[:, None] - back) == suffix).cumprod(axis=1).sum(axis=1), theirs, self.store.tokens_at)
         )
         best = max(int(s.max()) if s.size else 0 for s, _, _ in scores)
-        pools = [(pos[s >= best], at) for s, pos, at in scores]
+        ahead = np.arange(k)
+        follow = np.concatenate([at(pos[s >= best][:, None] + ahead) for s, pos, at in scores])
+        # The walk runs over distinct continuations with their counts: few, once matched.
+        alive = list(Counter(map(tuple, follow.tolist())).items())
         tokens: list[int] = []
         confidence: list[float] = []
         product = 1.0
         for j in range(k):
-            nxt = [at(pos + j) for pos, at in pools]
-            values = np.concatenate(nxt)
-            values = values[values != SEP]
-            if not values.size:
+            tally: dict[int, int] = {}
+            for row, count in alive:
+                if row[j] != SEP:
+                    tally[row[j]] = tally.get(row[j], 0) + count
+            if not tally:
                 break
-            ids, counts = np.unique(values, return_counts=True)
-            top = int(counts.argmax())
-            share = float(counts[top]) / values.size
+            token, top = max(tally.items(), key=lambda kv: (kv[1], -kv[0]))  # ties: the lowest id
+            share = top / sum(tally.values())
             if product * share < self.threshold:
                 break
             product *= share
-            token = int(ids[top])
             tokens.append(token)
             confidence.append(share)
-            pools = [(pos[v == token], at) for (pos, at), v in zip(pools, nxt)]
+            alive = [(row, count) for row, count in alive if row[j] == token]
         return Draft(tokens, confidence=confidence)
