@@ -71,8 +71,9 @@ def test_map_end_to_end_writes_report_html_and_calibration(tmp_path):
 def test_ctrl_c_writes_the_finished_runs_and_exits_130(tmp_path):
     workload = small_workload(tmp_path / "w.jsonl", per_segment=3)
     out = tmp_path / "out"
+    # Three repeats: on the quantized path the whole map can end before the signal lands.
     cmd = [sys.executable, "-m", "specwise.cli", "map", "--workload", str(workload), "--concurrency", "1,2,4", "--configs", "plain,fixed,adaptive",
-           "--output", str(out)]  # fmt: skip
+           "--repeats", "3", "--output", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     seen = ""
