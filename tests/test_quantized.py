@@ -58,6 +58,8 @@ def test_quantizing_refuses_rows_that_are_not_whole_blocks():
     qt = QuantTensor("q8_0", np.zeros((16, 34 * 2), dtype=np.uint8), 50)
     with pytest.raises(SpecwiseError, match="multiple of 32"):
         pack(qt)
+    with pytest.raises(SpecwiseError, match="multiple of 32"):
+        QuantTensor.quantize(torch.zeros(4, 50), "q4_0")
 
 
 # ----------------------------------------------------------- the real model

@@ -219,10 +219,7 @@ class AdaptivePolicy:
         return self.stats[key]
 
     def _calibration(self, seq: Sequence) -> ConfidenceCalibration:
-        key = (_drafter_name(seq), seq.segment or "")
-        if key not in self.calibration:
-            self.calibration[key] = ConfidenceCalibration()
-        return self.calibration[key]
+        return self.calibration.setdefault((_drafter_name(seq), seq.segment or ""), ConfidenceCalibration())
 
     def refine(self, seqs: Seq[Sequence], drafts: Seq[Draft], running: int) -> list[Draft]:
         """Cut each draft that carries confidence where it stops paying: the j-th

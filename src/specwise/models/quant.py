@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from specwise.errors import SpecwiseError
 from specwise.models import native
+from specwise.models.formats import QK
 
 
 @dataclass(slots=True, frozen=True)
@@ -31,6 +33,8 @@ class QuantTensor:
     @classmethod
     def quantize(cls, weight: torch.Tensor, kind: str) -> QuantTensor:
         """gguf's reference quantizer (the one llama.cpp's converter matches)."""
+        if weight.shape[1] % QK:
+            raise SpecwiseError(f"cannot quantize a matrix of {weight.shape[1]} inputs to {kind}: blocks need a multiple of {QK}")
         from gguf import GGMLQuantizationType
         from gguf.quants import quantize
 
