@@ -115,3 +115,18 @@ def test_cost_model_tracks_observed_level_and_keeps_its_shape():
         costs.update(2, 0.024)  # the machine got twice as slow
     assert costs(2) == pytest.approx(0.024, rel=0.01)
     assert costs(1) == pytest.approx(0.020, rel=0.01) and costs(4) == pytest.approx(0.032, rel=0.01)
+
+
+def test_cost_model_learns_a_steeper_curve_but_never_a_flatter_one():
+    costs = CostModel([1, 5, 8], [0.010, 0.012, 0.018])
+    for _ in range(300):  # measured now: 5 rows cost 1.47x a row, not the profiled 1.2x
+        costs.update(1, 0.010)
+        costs.update(5, 0.0147)
+    assert costs(5) / costs(1) == pytest.approx(1.47, rel=0.03)
+    assert costs(1) == pytest.approx(0.010, rel=0.05)
+    assert costs(1) <= costs(2) <= costs(3) <= costs(5) <= costs(8)
+    flatter = CostModel([1, 5, 8], [0.010, 0.012, 0.018])
+    for _ in range(300):  # one row slowed down, five did not: rows must not look cheaper than profiled
+        flatter.update(1, 0.020)
+        flatter.update(5, 0.012)
+    assert flatter(5) / flatter(1) == pytest.approx(1.2)

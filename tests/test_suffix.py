@@ -125,10 +125,26 @@ def test_the_policy_cuts_a_confident_draft_where_it_stops_paying():
     seq = _seq([1, 2, 3])
     seq.drafter = SuffixDrafter(SuffixStore())
     draft = Draft([4, 5, 6, 7], confidence=[1.0, 0.9, 0.1, 0.9])
-    [kept] = policy.refine([seq], [draft], running=1)
-    # A third row would buy 1.0 * 0.9 * 0.1 = 0.09 tokens and cost a tenth of a step.
+    [kept] = policy.refine([seq], [draft], running=1, base_rows=1)
+    # A third row would buy 1.0 * 0.9 * 0.1 = 0.09 tokens and cost a seventh of a step.
     assert kept.tokens == [4, 5] and kept.confidence == [1.0, 0.9]
     assert policy.choose([seq], [6]) == [6]  # a confident drafter drafts up to its K
+
+
+def test_the_policy_cuts_confident_drafts_jointly_over_the_step():
+    """Four sequences, each 0.7 sure of every draft: the first extra row of the step
+    pays (+0.7 token for +14%), but a row each (the one-row break-even, 0.55, says
+    yes to all four) costs more than the 2.8 tokens it buys."""
+    from specwise.drafters.base import Draft
+
+    policy = AdaptivePolicy(CostModel([1, 4, 5, 8, 20], [1.0, 1.24, 1.41, 2.14, 5.0]))
+    seqs = [_seq([1, 2, 3]) for _ in range(4)]
+    for seq in seqs:
+        seq.drafter = SuffixDrafter(SuffixStore())
+    assert policy.break_even(4, "suffix") < 0.7
+    assert policy.choose(seqs, [4] * 4) == [4] * 4  # each may draft; refine() decides
+    kept = policy.refine(seqs, [Draft([4, 5, 6, 7], confidence=[0.7] * 4) for _ in seqs], running=4, base_rows=4)
+    assert sorted(len(d.tokens) for d in kept) == [0, 0, 0, 1], "the step's first extra row pays, the second does not"
 
 
 # ------------------------------------------------------- lossless decoding

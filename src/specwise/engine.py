@@ -88,7 +88,8 @@ class Engine:
         running = sum(1 for s, e in zip(seqs, emits) if e and self.decoding(s))
         for policy, idx in group_by(seqs, lambda s: s.policy if s.drafter is not None else None):
             if any(drafts[i].tokens for i in idx):
-                for i, d in zip(idx, policy.refine([seqs[i] for i in idx], [drafts[i] for i in idx], running)):
+                others = sum(chunks) + sum(len(d.tokens) for d in drafts) - sum(len(drafts[i].tokens) for i in idx)
+                for i, d in zip(idx, policy.refine([seqs[i] for i in idx], [drafts[i] for i in idx], running, others)):
                     drafts[i] = d
         masks, grammar_s = self._grammar(seqs, drafts, emits)
         t1 = time.perf_counter()

@@ -228,6 +228,8 @@ class SuffixDrafter:
             ((self.store.tokens_at(theirs[:, None] - back) == suffix).cumprod(axis=1).sum(axis=1), theirs, self.store.tokens_at)
         )
         best = max(int(s.max()) if s.size else 0 for s, _, _ in scores)
+        if scores[0][0].size and int(scores[0][0].max()) == best:
+            scores.pop()  # the request's own text first: where it matches as long, it tells more
         ahead = np.arange(k)
         follow = np.concatenate([at(pos[s >= best][:, None] + ahead) for s, pos, at in scores])
         # The walk runs over distinct continuations with their counts: few, once matched.
