@@ -251,12 +251,13 @@ class AdaptivePolicy:
         cheapest (measured: 4 -> 5 rows +14%, 8 -> 9 rows +10% of a far longer
         step), and cutting each sequence at the one-row break-even let four
         sequences draft 16 rows that cost more than they bought (0.90x plain)."""
+        confident = {i for i, (seq, d) in enumerate(zip(seqs, drafts)) if d.tokens and _reports_confidence(seq)}
         fixed_rows, tokens = base_rows, float(running)
         candidates = []  # (value of the row, position in the draft, sequence)
         for i, (seq, draft) in enumerate(zip(seqs, drafts)):
             fixed_rows += draft.forced
             tokens += draft.forced
-            if not draft.tokens or not getattr(seq.drafter, "reports_confidence", False):
+            if i not in confident:
                 fixed_rows += len(draft.tokens) - draft.forced  # choose() sized it already
                 continue
             if draft.confidence is not None:
@@ -269,17 +270,12 @@ class AdaptivePolicy:
                 run *= rate
                 candidates.append((run, j, i))
         candidates.sort(key=lambda c: (-c[0], c[1]))  # a sequence's values never grow: prefixes
-        best_value, best_d = tokens / self.cost(fixed_rows), 0
-        for d, (value, _, _) in enumerate(candidates, 1):
-            tokens += value
-            if tokens / self.cost(fixed_rows + d) > best_value:
-                best_value, best_d = tokens / self.cost(fixed_rows + d), d
         keep = [draft.forced for draft in drafts]
-        for _, _, i in candidates[:best_d]:
+        for _, _, i in candidates[: self._paying(tokens, fixed_rows, candidates)]:
             keep[i] += 1
         out = []
         for i, (seq, draft) in enumerate(zip(seqs, drafts)):
-            if not draft.tokens or not getattr(seq.drafter, "reports_confidence", False):
+            if i not in confident:
                 out.append(draft)
                 continue
             if self._step % self.probe_every == 0:  # let a cut-off drafter show it improved
@@ -296,7 +292,7 @@ class AdaptivePolicy:
         self._step += 1
         n = len(seqs)
         marginals = []  # (gain of the j-th draft of sequence i, j, i)
-        sure = [i for i, seq in enumerate(seqs) if getattr(seq.drafter, "reports_confidence", False)]
+        sure = [i for i, seq in enumerate(seqs) if _reports_confidence(seq)]
         for i, (seq, cap) in enumerate(zip(seqs, max_k)):
             if i in sure:  # drafts up to its K; refine() cuts by confidence
                 continue
@@ -310,21 +306,16 @@ class AdaptivePolicy:
         # and buys tokens for the requests waiting on it (their latency); counting
         # prompt rows as output instead turned drafting off in such steps and cost
         # 5% of p50 latency at concurrency 8 (measured).
-        base = n + base_rows
-        tokens, best_value, best_d = float(n), n / self.cost(base), 0
         rounds: dict[str, int] = {}  # drafting rounds per drafter: its longest draft
-        round_cost = 0.0
-        for d, (gain, j, i) in enumerate(marginals, 1):
-            tokens += gain
+        round_costs, round_cost = [], 0.0
+        for _, j, i in marginals:
             name = _drafter_name(seqs[i])
             if j + 1 > rounds.get(name, 0):
                 round_cost += self.round_s.get(name, 0.0) * (j + 1 - rounds.get(name, 0))
                 rounds[name] = j + 1
-            value = tokens / (self.cost(base + d) + round_cost)
-            if value > best_value:
-                best_value, best_d = value, d
+            round_costs.append(round_cost)
         ks = [0] * n
-        for _, _, i in marginals[:best_d]:
+        for _, _, i in marginals[: self._paying(float(n), n + base_rows, marginals, round_costs)]:
             ks[i] += 1
         for i in sure:  # up to K where even a certain draft pays for its row at this load
             ks[i] = max_k[i] if self.break_even(n, _drafter_name(seqs[i])) < 1.0 else 0
@@ -350,6 +341,18 @@ class AdaptivePolicy:
             old = self.round_s.get(name)
             self.round_s[name] = per_round if old is None else 0.9 * old + 0.1 * per_round
 
+    def _paying(self, tokens: float, rows: int, ranked: Seq[tuple[float, int, int]], extra_s: Seq[float] = ()) -> int:
+        """How many of the ranked draft rows (value first) to verify: the count that
+        maximises expected tokens per second, over ``tokens`` sure tokens and ``rows``
+        rows the step has anyway; ``extra_s[d - 1]``: drafting time the first d cost."""
+        best_value, best_d = tokens / self.cost(rows), 0
+        for d, (gain, _, _) in enumerate(ranked, 1):
+            tokens += gain
+            value = tokens / (self.cost(rows + d) + (extra_s[d - 1] if extra_s else 0.0))
+            if value > best_value:
+                best_value, best_d = value, d
+        return best_d
+
     def break_even(self, running: int, drafter: str) -> float:
         """The acceptance of one more draft below which it loses at this load: with
         ``running`` sequences decoding, one draft row buys its acceptance in tokens
@@ -357,6 +360,10 @@ class AdaptivePolicy:
         n = max(running, 1)
         plain = self.cost(n)
         return min(1.0, max(0.0, n * (self.cost(n + 1) + self.round_s.get(drafter, 0.0)) / plain - n))
+
+
+def _reports_confidence(seq: Sequence) -> bool:
+    return getattr(seq.drafter, "reports_confidence", False)
 
 
 def _drafter_name(seq: Sequence) -> str:

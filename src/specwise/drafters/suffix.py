@@ -227,8 +227,8 @@ class SuffixDrafter:
         scores.append(
             ((self.store.tokens_at(theirs[:, None] - back) == suffix).cumprod(axis=1).sum(axis=1), theirs, self.store.tokens_at)
         )
-        best = max(int(s.max()) if s.size else 0 for s, _, _ in scores)
-        if scores[0][0].size and int(scores[0][0].max()) == best:
+        own, best = (max(int(s.max()) if s.size else 0 for s, _, _ in group) for group in (scores[:1], scores))
+        if own == best:
             scores.pop()  # the request's own text first: where it matches as long, it tells more
         ahead = np.arange(k)
         follow = np.concatenate([at(pos[s >= best][:, None] + ahead) for s, pos, at in scores])
