@@ -243,6 +243,37 @@ def test_auto_picks_per_segment_the_candidate_whose_drafts_the_target_emits(worl
     assert auto.choices() == {"x": "ngram", "y": "suffix"}
 
 
+def test_auto_asks_a_drafter_shared_by_several_candidates_once_a_step(world):
+    """suffix, ngram and their chain: the shared drafters propose once per sequence and
+    step, and each candidate's proposal is what it would have made alone."""
+    from specwise.drafters.auto import AutoDrafter
+    from specwise.drafters.base import Draft
+    from specwise.drafters.fallback import FallbackDrafter
+    from tests.structured_util import ScriptDrafter
+
+    asked: list[str] = []
+
+    def script(name: str, answer):
+        def fn(seq: Sequence, k: int) -> Draft:
+            asked.append(name)
+            return Draft(answer(seq)[:k])
+
+        return fn
+
+    a = ScriptDrafter(script("suffix", lambda s: [7, 8] if s.token_ids[-1] % 2 else []))
+    b = ScriptDrafter(script("ngram", lambda s: [9, 9, 9]))
+    a.name, b.name = "suffix", "ngram"
+    chain = FallbackDrafter([a, b])
+    auto = AutoDrafter([chain, a, b])
+    params = SamplingParams(max_tokens=8)
+    seqs = [world.sequence([5, 1 + i], params, auto, 4) for i in range(4)]
+    auto.propose(seqs, [4] * 4)
+    assert sorted(asked) == ["ngram"] * 4 + ["suffix"] * 4
+    alone = {d.name: [p.tokens for p in d.propose(seqs, [4] * 4)] for d in (chain, a, b)}
+    for i, d in enumerate(auto.candidates):
+        assert [auto._pending[id(s)].proposals[i] for s in seqs] == alone[d.name]
+
+
 @pytest.mark.slow
 def test_suffix_and_auto_are_greedy_lossless_on_the_real_model(llm, monkeypatch):
     """Alone and batched, with the adaptive policy cutting drafts by confidence; a

@@ -4,8 +4,8 @@ Code, chat and extraction want different drafters: one choice per model (the
 machine calibration's) leaves speed on the table wherever a segment differs
 from the calibration's prompts. This drafter keeps every candidate in step and
 scores each on every step where it can: the free ones (suffix, prompt lookup
-and their chain cost microseconds) propose every step, and after
-verification each proposal is scored by how many of its tokens the target
+and their chain cost microseconds) propose every step, a drafter shared by
+several chains once a step, and after verification each proposal is scored by how many of its tokens the target
 emitted (for greedy decoding, exactly what it would have had accepted). A
 candidate with a model is scored on the steps it drafts, and tried again now
 and then. Each segment drafts with its best candidate so far, and switches
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from specwise.drafters.base import Draft, Drafter
+from specwise.drafters.fallback import FallbackDrafter, first_proposals
 from specwise.sequence import Sequence
 
 FREE = ("ngram", "suffix")
@@ -91,11 +92,21 @@ class AutoDrafter:
             if models and step % self.explore_every == 0:  # give a model candidate its turn
                 best = models[step // self.explore_every % len(models)]
             chosen.append(best)
+        made: dict[tuple[int, int], Draft] = {}  # (id(part), id(seq)) -> its proposal this step
+
+        def ask(part: Drafter, asked: Seq[Sequence], asked_ks: Seq[int]) -> list[Draft]:
+            todo = [(s, k) for s, k in zip(asked, asked_ks) if (id(part), id(s)) not in made]
+            if todo:
+                for (s, _), d in zip(todo, part.propose([s for s, _ in todo], [k for _, k in todo])):
+                    made[id(part), id(s)] = d
+            return [made[id(part), id(s)] for s in asked]
+
         for i, drafter in enumerate(self.candidates):
             idx = [j for j, (c, k) in enumerate(zip(chosen, ks)) if k and (c == i or is_free(drafter))]
             if not idx:
                 continue
-            for j, draft in zip(idx, drafter.propose([seqs[j] for j in idx], [ks[j] for j in idx])):
+            chain = drafter.drafters if isinstance(drafter, FallbackDrafter) else [drafter]
+            for j, draft in zip(idx, first_proposals(chain, [seqs[j] for j in idx], [ks[j] for j in idx], ask)):
                 pending = self._pending.setdefault(id(seqs[j]), _Pending(len(seqs[j].token_ids)))
                 pending.length = len(seqs[j].token_ids)
                 pending.proposals[i] = draft.tokens
