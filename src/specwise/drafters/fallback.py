@@ -16,7 +16,6 @@ import torch
 from specwise.drafters.base import Draft, Drafter
 from specwise.sequence import Sequence
 
-
 Propose = Callable[[Drafter, Seq[Sequence], Seq[int]], list[Draft]]
 
 
