@@ -120,6 +120,7 @@ def main() -> None:
     ap.add_argument("--per-group", type=int, default=4)
     ap.add_argument("--repetitive", type=int, default=24, help="requests of the repetitive workload")
     ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--workloads", default="spec-bench,repetitive", help="to rerun some cells only")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--output", type=Path, required=True)
@@ -129,7 +130,8 @@ def main() -> None:
     print(f"suffix drafting with {cost['requests']} requests ({cost['tokens']} tokens, ~{cost['approx_mb']} MB) stored: "
           f"p50 {cost['draft_us_p50']} us, p99 {cost['draft_us_p99']} us a sequence; insertion {cost['insert_us_per_token']} us a token", flush=True)  # fmt: skip
     params = SamplingParams(max_tokens=args.max_tokens)
-    workloads = {"spec-bench": spec_bench(args.per_group), "repetitive": repetitive(args.repetitive)}
+    builders = {"spec-bench": lambda: spec_bench(args.per_group), "repetitive": lambda: repetitive(args.repetitive)}
+    workloads = {name: builders[name]() for name in args.workloads.split(",")}
     out: dict[str, dict] = {}
     for name, requests in workloads.items():
         for c in (int(x) for x in args.concurrency.split(",")):
@@ -162,7 +164,7 @@ def main() -> None:
                 )
             out[f"{name}@{c}"] = row
     meta = {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(), "weights": llm.weight_format,
-            "per_group": args.per_group, "repetitive": args.repetitive, "max_tokens": args.max_tokens, "rounds": args.rounds}  # fmt: skip
+            "workloads": args.workloads, "per_group": args.per_group, "repetitive": args.repetitive, "max_tokens": args.max_tokens, "rounds": args.rounds}  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"meta": meta, "drafting_cost": cost, "results": out}, indent=1) + "\n")
 
