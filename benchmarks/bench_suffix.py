@@ -125,6 +125,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args()
+    unknown = set(args.workloads.split(",")) - {"spec-bench", "repetitive"}
+    if unknown:
+        ap.error(f"unknown workloads {sorted(unknown)} (choose from spec-bench, repetitive)")
     llm = LLM(max_num_seqs=16)
     cost = drafting_cost(llm)
     print(f"suffix drafting with {cost['requests']} requests ({cost['tokens']} tokens, ~{cost['approx_mb']} MB) stored: "

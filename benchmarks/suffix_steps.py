@@ -33,18 +33,9 @@ def main() -> None:
             tok = sum(v[0] for v in g.values())
             steps = sum(v[1] for v in g.values())
             dr = sum(v[2] for v in g.values())
+            groups = {k: round(v[0] / v[1], 2) for k, v in sorted(g.items())}
             print(
-                wname,
-                d,
-                "tokens",
-                tok,
-                "steps",
-                steps,
-                "tok/step",
-                round(tok / steps, 3),
-                "rows/token",
-                round((steps + dr) / tok, 3),
-                {k: round(v[0] / v[1], 2) for k, v in sorted(g.items())},
+                f"{wname} {d}: {tok} tokens in {steps} steps, {tok / steps:.3f} a step, {(steps + dr) / tok:.3f} rows a token; per group {groups}",
                 flush=True,
             )
 

@@ -5,8 +5,9 @@ machine calibration's) leaves speed on the table wherever a segment differs
 from the calibration's prompts. This drafter keeps every candidate in step and
 scores each on every step where it can: the free ones (suffix, prompt lookup
 and their chain cost microseconds) propose every step, a drafter shared by
-several chains once a step, and after verification each proposal is scored by how many of its tokens the target
-emitted (for greedy decoding, exactly what it would have had accepted). A
+several chains once a step, and after verification each proposal is scored
+by how many of its tokens the target emitted (for greedy decoding, exactly
+what it would have had accepted). A
 candidate with a model is scored on the steps it drafts, and tried again now
 and then. Each segment drafts with its best candidate so far, and switches
 when the measured figures say so.
@@ -29,6 +30,11 @@ FREE = ("ngram", "suffix")
 
 def is_free(drafter: Drafter) -> bool:
     return all(part in FREE for part in drafter.name.split("+"))
+
+
+def _chain(drafter: Drafter) -> list[Drafter]:
+    """The drafters a candidate is made of: a chain's parts, or itself."""
+    return drafter.drafters if isinstance(drafter, FallbackDrafter) else [drafter]
 
 
 @dataclass(slots=True)
@@ -61,7 +67,7 @@ class AutoDrafter:
         """Candidates may share drafters (``suffix``, ``ngram`` and ``suffix+ngram``): each
         shared one is told of every step and finished request once."""
         self.candidates = list(candidates)
-        self._parts = list({id(p): p for d in self.candidates for p in getattr(d, "drafters", [d])}.values())
+        self._parts = list({id(p): p for d in self.candidates for p in _chain(d)}.values())
         self.needs_features = any(d.needs_features for d in self.candidates)
         self.reports_confidence = any(d.reports_confidence for d in self.candidates)
         self.decay, self.explore_every = decay, explore_every
@@ -105,8 +111,7 @@ class AutoDrafter:
             idx = [j for j, (c, k) in enumerate(zip(chosen, ks)) if k and (c == i or is_free(drafter))]
             if not idx:
                 continue
-            chain = drafter.drafters if isinstance(drafter, FallbackDrafter) else [drafter]
-            for j, draft in zip(idx, first_proposals(chain, [seqs[j] for j in idx], [ks[j] for j in idx], ask)):
+            for j, draft in zip(idx, first_proposals(_chain(drafter), [seqs[j] for j in idx], [ks[j] for j in idx], ask)):
                 pending = self._pending.setdefault(id(seqs[j]), _Pending(len(seqs[j].token_ids)))
                 pending.length = len(seqs[j].token_ids)
                 pending.proposals[i] = draft.tokens
