@@ -3,12 +3,16 @@
 Two workloads: Spec-Bench dev (the first N records of each group) and a
 repetitive one built from it, as agentic traffic is: one extraction template
 (the same instructions, a JSON reply) over different input texts. Each
-(workload, concurrency) runs every config once untimed, then the timed rounds
-with the order rotating; before every run the prefix cache, the suffix store
-and auto's choices are reset, so each run starts alike and the suffix drafter
-learns only from the requests of its own run. "fixed" is prompt lookup at
-K = 4 every step; ngram, suffix and auto use the adaptive policy. Figures are
-medians over rounds. Greedy outputs are checked against plain's.
+config has its own engine. Per (workload, concurrency): every config once
+untimed, then the timed rounds; a round resets every engine's prefix cache,
+suffix store, auto's choices and policy, so each config starts alike and the
+suffix drafter learns only from the earlier requests of its own round, and
+then runs the configs interleaved by chunks of 4 x concurrency requests, the
+order rotating. "fixed" is prompt lookup at K = 4 every step; ngram, suffix
+and auto use the adaptive policy. x plain is paired: each round's throughput
+over plain's in the same round, the median round reported with the rounds'
+range (the machine drifts by more than the gaps between drafters within
+minutes). Greedy outputs are checked against plain's.
 
     python benchmarks/bench_suffix.py --per-group 4 --concurrency 1,4,16 --output benchmarks/results/suffix.json
 """
@@ -23,6 +27,7 @@ import time
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
+from statistics import median
 
 from specwise import LLM, Request, SamplingParams, SpeculativeConfig
 
@@ -93,26 +98,60 @@ def drafting_cost(llm: LLM, requests: int = 10_000, length: int = 96) -> dict:
             "draft_us_p50": round(1e6 * times[len(times) // 2], 1), "draft_us_p99": round(1e6 * times[int(len(times) * 0.99)], 1), "mean_draft_len": round(drafted / len(times), 2)}  # fmt: skip
 
 
-def run(llm: LLM, requests: list[Request], config: str, concurrency: int, params: SamplingParams) -> dict:
-    drafter, policy_name = CONFIGS[config]
-    spec = SpeculativeConfig(drafter, 4, policy=policy_name)
-    llm.reset_prefix_cache()
-    llm.forget_traffic()
-    policy = llm.make_policy(spec) if spec.speculates else None
-    start = time.perf_counter()
-    results = llm.generate(requests, params, spec, concurrency=concurrency, policy=policy)
-    wall = time.perf_counter() - start
-    by_group: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for r in results:
-        by_group[r.segment or ""][0] += r.stats.new_tokens
-        by_group[r.segment or ""][1] += r.stats.wall_s
-    drafted = sum(r.stats.drafted for r in results)
-    return {
-        "tok_s": sum(r.stats.new_tokens for r in results) / wall,
-        "groups": {g: t / s for g, (t, s) in by_group.items()},
-        "acceptance": sum(r.stats.accepted for r in results) / drafted if drafted else 0.0,
-        "tokens": [r.token_ids for r in results],
-    }
+class Runner:
+    """One config on its own engine: its prefix cache, suffix store, auto's choices and
+    policy carry over from one chunk of a run to the next, as in one long run, while
+    the other configs' chunks run in between."""
+
+    def __init__(self, config: str) -> None:
+        drafter, policy_name = CONFIGS[config]
+        self.spec = SpeculativeConfig(drafter, 4, policy=policy_name)
+        self.llm = LLM(max_num_seqs=16)
+        self.reset()
+
+    def reset(self) -> None:
+        self.llm.reset_prefix_cache()
+        self.llm.forget_traffic()
+        self.policy = self.llm.make_policy(self.spec) if self.spec.speculates else None
+        self.wall = self.tokens = self.drafted = self.accepted = 0.0
+        self.groups: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.outputs: list[list[int]] = []
+
+    def run(self, requests: list[Request], concurrency: int, params: SamplingParams) -> None:
+        start = time.perf_counter()
+        results = self.llm.generate(requests, params, self.spec, concurrency=concurrency, policy=self.policy)
+        self.wall += time.perf_counter() - start
+        for r in results:
+            self.groups[r.segment or ""][0] += r.stats.new_tokens
+            self.groups[r.segment or ""][1] += r.stats.wall_s
+            self.tokens += r.stats.new_tokens
+            self.drafted += r.stats.drafted
+            self.accepted += r.stats.accepted
+            self.outputs.append(r.token_ids)
+
+    def summary(self) -> dict:
+        return {
+            "tok_s": self.tokens / self.wall,
+            "groups": {g: t / s for g, (t, s) in self.groups.items()},
+            "acceptance": self.accepted / self.drafted if self.drafted else 0.0,
+            "tokens": self.outputs,
+        }
+
+
+def one_round(
+    runners: dict[str, Runner], requests: list[Request], concurrency: int, params: SamplingParams, r: int
+) -> dict[str, dict]:
+    """Every config over the requests, interleaved by chunks of 4 x concurrency requests
+    (who goes first rotating by chunk and round): each config's chunk runs within a
+    minute of the others', so the machine's drift lands on all of them alike."""
+    for runner in runners.values():
+        runner.reset()
+    names, size = list(runners), 4 * concurrency
+    for n, i in enumerate(range(0, len(requests), size)):
+        shift = (r + n) % len(names)
+        for name in names[shift:] + names[:shift]:
+            runners[name].run(requests[i : i + size], concurrency, params)
+    return {name: runner.summary() for name, runner in runners.items()}
 
 
 def main() -> None:
@@ -128,7 +167,8 @@ def main() -> None:
     unknown = set(args.workloads.split(",")) - {"spec-bench", "repetitive"}
     if unknown:
         ap.error(f"unknown workloads {sorted(unknown)} (choose from spec-bench, repetitive)")
-    llm = LLM(max_num_seqs=16)
+    runners = {config: Runner(config) for config in CONFIGS}
+    llm = runners["plain"].llm
     cost = drafting_cost(llm)
     print(f"suffix drafting with {cost['requests']} requests ({cost['tokens']} tokens, ~{cost['approx_mb']} MB) stored: "
           f"p50 {cost['draft_us_p50']} us, p99 {cost['draft_us_p99']} us a sequence; insertion {cost['insert_us_per_token']} us a token", flush=True)  # fmt: skip
@@ -138,26 +178,31 @@ def main() -> None:
     out: dict[str, dict] = {}
     for name, requests in workloads.items():
         for c in (int(x) for x in args.concurrency.split(",")):
-            for config in CONFIGS:  # warm-up, untimed
-                run(llm, requests[:4], config, c, params)
+            one_round(runners, requests[:4], c, params, 0)  # warm-up, untimed
             rounds: dict[str, list[dict]] = defaultdict(list)
-            names = list(CONFIGS)
-            for r in range(args.rounds * len(names)):
-                config = names[(r + r // len(names)) % len(names)]  # rotate who goes first
-                rounds[config].append(run(llm, requests, config, c, params))
-            plain = sorted(rounds["plain"], key=lambda g: g["tok_s"])[len(rounds["plain"]) // 2]
+            for r in range(args.rounds):
+                for config, got in one_round(runners, requests, c, params, r).items():
+                    rounds[config].append(got)
+            plain = rounds["plain"]
             row = {}
             for config, got in rounds.items():
-                best = sorted(got, key=lambda g: g["tok_s"])[len(got) // 2]  # the median round (upper for two)
-                mismatches = sum(a != b for g in got for a, b in zip(g["tokens"], plain["tokens"]))
-                row[config] = {"tok_s": round(best["tok_s"], 2), "x_plain": round(best["tok_s"] / plain["tok_s"], 3), "acceptance": round(best["acceptance"], 3),
-                               "groups_x_plain": {g: round(v / plain["groups"][g], 3) for g, v in best["groups"].items()}, "greedy_mismatches": mismatches}  # fmt: skip
+                # Paired: each round against plain's in the same round, then the median
+                # round; the spread is the rounds' range.
+                ratios = sorted(g["tok_s"] / p["tok_s"] for g, p in zip(got, plain))
+                group_x = {
+                    g: median([run_["groups"][g] / p["groups"][g] for run_, p in zip(got, plain)]) for g in got[0]["groups"]
+                }
+                mismatches = sum(a != b for g in got for a, b in zip(g["tokens"], plain[0]["tokens"]))
+                row[config] = {"tok_s": round(median([g["tok_s"] for g in got]), 2), "x_plain": round(median(ratios), 3),
+                               "x_plain_range": [round(ratios[0], 3), round(ratios[-1], 3)], "acceptance": round(median([g["acceptance"] for g in got]), 3),
+                               "groups_x_plain": {g: round(v, 3) for g, v in group_x.items()}, "greedy_mismatches": mismatches}  # fmt: skip
                 print(
-                    f"{name:<11} c={c:<3} {config:<7} {best['tok_s']:7.1f} tok/s  {row[config]['x_plain']:.2f}x plain  acc {best['acceptance']:.2f}  mismatches {mismatches}",
+                    f"{name:<11} c={c:<3} {config:<7} {row[config]['tok_s']:7.1f} tok/s  {row[config]['x_plain']:.2f}x plain "
+                    f"({ratios[0]:.2f}-{ratios[-1]:.2f})  acc {row[config]['acceptance']:.2f}  mismatches {mismatches}",
                     flush=True,
                 )
             if c == 1:
-                groups = sorted(plain["groups"])
+                groups = sorted(plain[0]["groups"])
                 print(
                     "   per group x plain: "
                     + "; ".join(
