@@ -72,8 +72,12 @@ def test_ctrl_c_writes_the_finished_runs_and_exits_130(tmp_path):
     workload = small_workload(tmp_path / "w.jsonl", per_segment=3)
     out = tmp_path / "out"
     # Three repeats: on the quantized path the whole map can end before the signal lands.
-    cmd = [sys.executable, "-m", "specwise.cli", "map", "--workload", str(workload), "--concurrency", "1,2,4", "--configs", "plain,fixed,adaptive",
-           "--repeats", "3", "--output", str(out)]  # fmt: skip
+    # The map starts with SIGINT at its default, as from a terminal: a runner that launched
+    # the suite in the background (`cmd &` without job control) passes SIGINT ignored, and
+    # Python then never raises KeyboardInterrupt (seen: the whole map ran, exit 0).
+    default_sigint = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    cmd = [sys.executable, "-c", default_sigint, "-m", "specwise.cli", "map", "--workload", str(workload), "--concurrency", "1,2,4",
+           "--configs", "plain,fixed,adaptive", "--repeats", "3", "--output", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     seen = ""
