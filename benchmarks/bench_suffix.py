@@ -113,7 +113,7 @@ class Runner:
         self.llm.reset_prefix_cache()
         self.llm.forget_traffic()
         self.policy = self.llm.make_policy(self.spec) if self.spec.speculates else None
-        self.wall = self.tokens = self.drafted = self.accepted = 0.0
+        self.wall = self.drafted = self.accepted = 0.0
         self.groups: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self.outputs: list[list[int]] = []
 
@@ -124,14 +124,13 @@ class Runner:
         for r in results:
             self.groups[r.segment or ""][0] += r.stats.new_tokens
             self.groups[r.segment or ""][1] += r.stats.wall_s
-            self.tokens += r.stats.new_tokens
             self.drafted += r.stats.drafted
             self.accepted += r.stats.accepted
             self.outputs.append(r.token_ids)
 
     def summary(self) -> dict:
         return {
-            "tok_s": self.tokens / self.wall,
+            "tok_s": sum(t for t, _ in self.groups.values()) / self.wall,
             "groups": {g: t / s for g, (t, s) in self.groups.items()},
             "acceptance": self.accepted / self.drafted if self.drafted else 0.0,
             "tokens": self.outputs,

@@ -71,7 +71,7 @@ def test_map_end_to_end_writes_report_html_and_calibration(tmp_path):
 def test_ctrl_c_writes_the_finished_runs_and_exits_130(tmp_path):
     workload = small_workload(tmp_path / "w.jsonl", per_segment=3)
     out = tmp_path / "out"
-    # Three repeats: on the quantized path the whole map can end before the signal lands.
+    # Three repeats keep the map running well past its first timed run, when the signal comes.
     # The map starts with SIGINT at its default, as from a terminal: a runner that launched
     # the suite in the background (`cmd &` without job control) passes SIGINT ignored, and
     # Python then never raises KeyboardInterrupt (seen: the whole map ran, exit 0).
